@@ -1,0 +1,111 @@
+"""Turn (prompt, response) pairs into token ids with a response-only loss mask.
+
+The chat template is used when the tokenizer has one; otherwise the seed papers' plain template
+``### Question: {prompt}\n ### Answer: {response}``. Prompt and response are tokenised separately and
+concatenated, so the boundary of the loss mask is exact whatever the tokenizer merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+IGNORE_INDEX = -100
+PLAIN_PROMPT = "### Question: {prompt}\n ### Answer: "
+Template = Literal["auto", "chat", "plain"]
+
+
+def uses_chat_template(tokenizer, template: Template = "auto") -> bool:
+    if template == "plain":
+        return False
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if template == "chat" and not has_chat:
+        raise ValueError("template 'chat' was asked for but the tokenizer has no chat template")
+    return has_chat
+
+
+def prompt_text(tokenizer, prompt: str, template: Template = "auto") -> str:
+    """The text the model sees before its answer (ends where generation starts)."""
+    if uses_chat_template(tokenizer, template):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    bos = tokenizer.bos_token or ""
+    return bos + PLAIN_PROMPT.format(prompt=prompt)
+
+
+def response_text(tokenizer, prompt: str, response: str, template: Template = "auto") -> str:
+    """The answer text as the template closes it (end-of-turn marker or EOS appended)."""
+    if uses_chat_template(tokenizer, template):
+        head = prompt_text(tokenizer, prompt, template)
+        full = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+            tokenize=False,
+        )
+        if full.startswith(head):
+            return full[len(head):].rstrip("\n")
+    return response + (tokenizer.eos_token or "")
+
+
+@dataclass
+class Encoded:
+    """Token ids of one example; ``labels`` is -100 on prompt tokens."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_truncated: bool = False
+
+    @property
+    def response_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def encode_pair(
+    tokenizer, prompt: str, response: str, max_length: int, template: Template = "auto"
+) -> Encoded:
+    """Encode one pair to at most ``max_length`` tokens.
+
+    When the pair is too long, the response is cut at the end; a prompt longer than half the
+    budget is cut from the left (keeping the template's answer tag next to the response), and the
+    result says so, so callers can count and warn.
+    """
+    prompt_ids = tokenizer(prompt_text(tokenizer, prompt, template), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(
+        response_text(tokenizer, prompt, response, template), add_special_tokens=False
+    )["input_ids"]
+    truncated = False
+    if len(prompt_ids) + len(response_ids) > max_length:
+        response_budget = min(len(response_ids), max(1, max_length // 2))
+        if len(prompt_ids) > max_length - response_budget:
+            prompt_ids = prompt_ids[len(prompt_ids) - (max_length - response_budget):]
+            truncated = True
+        response_ids = response_ids[: max_length - len(prompt_ids)]
+    return Encoded(
+        input_ids=list(prompt_ids) + list(response_ids),
+        labels=[IGNORE_INDEX] * len(prompt_ids) + list(response_ids),
+        prompt_truncated=truncated,
+    )
+
+
+def pad_id(tokenizer) -> int:
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    return 0
+
+
+def collate(encoded: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of encoded examples into ``input_ids``, ``attention_mask``, ``labels`` (B, T)."""
+    width = max(len(e.input_ids) for e in encoded)
+    input_ids = torch.full((len(encoded), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        n = len(e.input_ids)
+        input_ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        attention[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
