@@ -1,0 +1,94 @@
+"""Atomic, resumable checkpoints: trainable weights, optimiser, scheduler and RNG state.
+
+Layout: ``checkpoints/step-N/{trainable.safetensors, optimizer.pt, trainer_state.pt, rng-R.pt}``.
+A checkpoint is written to a hidden temp folder and renamed into place, so a crash mid-write
+leaves the previous checkpoint intact. Only tensors and plain containers are stored; they load
+with ``torch.load(weights_only=True)``, which cannot execute code.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = STEP_DIR.match(child.name)
+        if match and (child / "trainer_state.pt").exists():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: Path) -> Optional[tuple[int, Path]]:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int
+) -> Path:
+    """Write ``folder/step-<step>`` (weights from the main process, RNG state from every rank)."""
+    final = folder / f"step-{step}"
+    tmp = folder / f".tmp-step-{step}"
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    _barrier()
+    torch.save(rng, tmp / f"rng-{rank}.pt")
+    _barrier()
+    if is_main:
+        # trainer_state.pt is written last: a folder without it is not a checkpoint.
+        torch.save({"step": step, "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for _, old in list_checkpoints(folder)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, *, rank: int) -> int:
+    """Restore a checkpoint into live objects; returns the step it was taken at."""
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} does not match the model (unknown parameter {missing[0]})")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    scheduler.load_state_dict(state["scheduler"])
+    rng_file = path / f"rng-{rank}.pt"
+    if rng_file.exists():
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return int(state["step"])
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()

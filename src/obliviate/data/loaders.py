@@ -1,0 +1,191 @@
+"""Load examples from JSONL, JSON, CSV, Parquet, ``datasets`` folders or hub ids, and builtin sets.
+
+Every problem names the file, the line (or row) and the field, and says what would be valid.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+from obliviate.data.examples import Example
+from obliviate.errors import UserError
+
+FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def builtin_path(name: str) -> Path:
+    path = resources.files("obliviate.data") / "builtin" / f"{name}.jsonl"
+    if not path.is_file():
+        known = sorted(p.name[:-6] for p in (resources.files("obliviate.data") / "builtin").iterdir() if p.name.endswith(".jsonl"))
+        raise UserError(f"no builtin data set '{name}' (known: {', '.join(known)})")
+    return Path(str(path))
+
+
+def _rows_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one JSON object") from None
+
+
+def _rows_json(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise UserError(f"{path}: expected a JSON list of objects (or an object holding exactly one list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of objects")
+    for index, row in enumerate(data, start=1):
+        yield f"{path}: row {index}", row
+
+
+def _rows_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            yield f"{path}:{reader.line_num}", row
+
+
+def _rows_table(table, source: str) -> Iterator[tuple[str, Any]]:
+    for index, row in enumerate(table, start=1):
+        yield f"{source}: row {index}", row
+
+
+def _rows_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises several types for a bad file
+        raise UserError(f"{path}: not a readable Parquet file ({err})") from None
+    yield from _rows_table(table, str(path))
+
+
+def _rows_datasets(path: str, split: str) -> Iterator[tuple[str, Any]]:
+    import datasets
+
+    local = Path(path)
+    try:
+        if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
+            loaded = datasets.load_from_disk(str(local))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise UserError(f"{path}: no split '{split}' (splits: {', '.join(loaded)})")
+                loaded = loaded[split]
+        else:
+            loaded = datasets.load_dataset(path, split=split)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(
+            f"{path}: could not load it with datasets ({type(err).__name__}); without network, pass a local "
+            "file (.jsonl/.json/.csv/.parquet) or a folder saved with Dataset.save_to_disk"
+        ) from None
+    yield from _rows_table(loaded, path)
+
+
+def detect_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    if path.is_dir():
+        return "hf"
+    fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: cannot tell the format from the suffix; use .jsonl, .json, .csv or .parquet, or set format")
+    return fmt
+
+
+def iter_rows(path: str | Path, fmt: str = "auto", split: str = "train") -> Iterator[tuple[str, Any]]:
+    """Yield (location, row) pairs; ``location`` is ``file:line`` or ``file: row N`` for messages."""
+    text = str(path)
+    if text.startswith("builtin:"):
+        yield from _rows_jsonl(builtin_path(text.split(":", 1)[1]))
+        return
+    p = Path(path)
+    if fmt == "hf" or (fmt == "auto" and not p.exists() and "/" in text and not text.startswith((".", "/"))):
+        yield from _rows_datasets(text, split)
+        return
+    if not p.exists():
+        raise UserError(f"data file {p} does not exist")
+    fmt = detect_format(p, fmt)
+    if fmt == "hf":
+        yield from _rows_datasets(text, split)
+        return
+    if p.is_dir():
+        raise UserError(f"{p} is a folder; give a data file or set format: hf for a saved datasets folder")
+    try:
+        reader = {"jsonl": _rows_jsonl, "json": _rows_json, "csv": _rows_csv, "parquet": _rows_parquet}[fmt]
+        yield from reader(p)
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{p}: cannot read it ({err.__class__.__name__}: {err})") from None
+
+
+def load_examples(
+    path: str | Path,
+    *,
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    fmt: str = "auto",
+    split: str = "train",
+    limit: int | None = None,
+    role: str = "data",
+    require_response: bool = True,
+) -> list[Example]:
+    """Load (prompt, response) examples; other fields of each row go to ``Example.extra``.
+
+    ``role`` names the config entry (``data.forget``...) so errors can say which setting to change.
+    """
+    examples: list[Example] = []
+    for location, row in iter_rows(path, fmt, split):
+        if not isinstance(row, dict):
+            raise UserError(f"{location}: expected an object with fields {prompt_field!r} and {response_field!r}")
+        fields = [prompt_field, response_field] if require_response else [prompt_field]
+        for name in fields:
+            if name not in row or row[name] is None:
+                present = ", ".join(map(str, row.keys())) or "none"
+                key = "prompt_field" if name == prompt_field else "response_field"
+                raise UserError(
+                    f"{location}: field '{name}' missing (row has: {present}); set {role}.{key} to the right field"
+                )
+            if not isinstance(row[name], str) or not row[name].strip():
+                raise UserError(f"{location}: field '{name}' must be a non-empty string (got {row[name]!r})")
+        extra = {k: v for k, v in row.items() if k not in (prompt_field, response_field)}
+        examples.append(Example(row[prompt_field], row.get(response_field, "") or "", extra))
+        if limit is not None and len(examples) >= limit:
+            break
+    if not examples:
+        raise UserError(f"{role} set {path} is empty: at least one row is needed")
+    return examples
+
+
+def load_spec(spec, config, role: str, require_response: bool = True) -> list[Example]:
+    """Load a ``DatasetSpec`` of a run config (paths relative to the config file)."""
+    path = spec.path if spec.path.startswith("builtin:") else config.resolve_path(spec.path)
+    if not spec.path.startswith("builtin:") and not Path(path).exists() and spec.format != "hf":
+        if "/" in spec.path and not spec.path.startswith((".", "/", "~")) and not Path(spec.path).suffix:
+            path = spec.path  # looks like a hub dataset id
+        else:
+            raise UserError(f"{role}.path: data file {path} does not exist")
+    return load_examples(
+        path,
+        prompt_field=spec.prompt_field,
+        response_field=spec.response_field,
+        fmt=spec.format,
+        split=spec.split,
+        limit=spec.limit,
+        role=role,
+        require_response=require_response,
+    )

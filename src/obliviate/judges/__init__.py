@@ -1,0 +1,29 @@
+"""Judges: decide whether each response is harmful. See docs/judges.md.
+
+``judge(prompts, responses) -> list[Verdict(harmful, score, label)]``; build one with
+:func:`get_judge` or :func:`judge_from_spec`.
+"""
+
+from obliviate.judges.base import Judge, Verdict
+from obliviate.judges.classifier import ClassifierJudge, HarmClassifier, effectiveness, train_classifier
+from obliviate.judges.llm import HttpLMJudge, LocalLMJudge
+from obliviate.judges.refusal import RefusalJudge, is_degenerate, is_refusal
+from obliviate.judges.registry import JUDGE_NAMES, get_judge, judge_from_spec, parse_judge_spec
+
+__all__ = [
+    "ClassifierJudge",
+    "HarmClassifier",
+    "HttpLMJudge",
+    "JUDGE_NAMES",
+    "Judge",
+    "LocalLMJudge",
+    "RefusalJudge",
+    "Verdict",
+    "effectiveness",
+    "get_judge",
+    "is_degenerate",
+    "is_refusal",
+    "judge_from_spec",
+    "parse_judge_spec",
+    "train_classifier",
+]

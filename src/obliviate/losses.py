@@ -1,0 +1,96 @@
+"""Loss functions as pure tensor maths, shared by every method.
+
+Conventions: ``logits`` is (B, T, V) from a causal LM, ``labels`` is (B, T) with -100 on tokens
+that carry no loss (prompt, padding). Position t predicts token t+1, so logits and labels are
+shifted by one before they meet. Per-example values average over that example's response tokens;
+batch values average over examples (as the seed papers' code does), which also makes the loss
+of a batch split across processes average to the loss of the whole batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from obliviate.data.formatting import IGNORE_INDEX
+
+
+def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Align predictions with targets: (B, T-1, V) logits and (B, T-1) labels."""
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each target token and its mask, both (B, T-1); masked positions are 0."""
+    logits, labels = shift(logits, labels)
+    mask = labels != IGNORE_INDEX
+    safe = labels.masked_fill(~mask, 0)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of response-token log-probabilities per example, (B,)."""
+    logp, _ = token_logprobs(logits, labels)
+    return logp.sum(-1)
+
+
+def per_example_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over each example's response tokens, (B,).
+
+    An example with no response token (all cut by truncation) contributes 0.
+    """
+    logp, mask = token_logprobs(logits, labels)
+    count = mask.sum(-1)
+    return -(logp.sum(-1)) / count.clamp(min=1)
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Batch NLL: the mean over examples of the per-example mean token NLL (a scalar)."""
+    return per_example_nll(logits, labels).mean()
+
+
+def gradient_ascent(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Minimising this raises the NLL of the targets: L_GA = -NLL."""
+    return -nll(logits, labels)
+
+
+def forward_kl(
+    reference_logits: torch.Tensor,
+    current_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    all_positions: bool = False,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Forward KL(p_ref || p_cur) per predicted token, averaged over response tokens, then examples.
+
+    KL(p || q) = sum_v p_v (log p_v - log q_v). With ``all_positions`` every non-padding position
+    counts (the seed code's behaviour is coarser still: it averages over padding too; see
+    ``reference_style_kl``).
+    """
+    ref, lab = shift(reference_logits, labels)
+    cur, _ = shift(current_logits, labels)
+    log_p = torch.log_softmax(ref.float(), dim=-1)
+    log_q = torch.log_softmax(cur.float(), dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, T-1)
+    if all_positions and attention_mask is not None:
+        mask = attention_mask[:, 1:].bool()
+    else:
+        mask = lab != IGNORE_INDEX
+    per_example = (kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_example.mean()
+
+
+def reference_style_kl(reference_logits: torch.Tensor, current_logits: torch.Tensor) -> torch.Tensor:
+    """The seed code's "KL": cross-entropy of p_cur under p_ref averaged over every position,
+    padding included (opt-in quirk, kept to reproduce published numbers)."""
+    log_p = torch.log_softmax(reference_logits.float(), dim=-1)
+    log_q = torch.log_softmax(current_logits.float(), dim=-1)
+    return -(log_p.exp() * log_q).sum(-1).mean()
+
+
+def unmasked_nll(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """NLL over every non-padding token, prompt included (the seed code's mismatch-loss quirk)."""
+    labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+    return nll(logits, labels)

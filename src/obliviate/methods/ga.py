@@ -1,0 +1,34 @@
+"""Gradient ascent (GA) on the forget responses.
+
+Equation:  L = -(1/|B_f|) sum_{(x,y) in B_f} (1/|y|) sum_t -log p_theta(y_t | x, y_<t)
+i.e. the negative of the forget-set NLL over response tokens.
+
+Paper: Jang et al. 2022, "Knowledge Unlearning for Mitigating Privacy Risks in Language Models"
+(arXiv 2210.01504); the first term of Yao et al. 2023 (arXiv 2310.10683).
+
+Defaults: weight 1.0.
+
+Deviations: none in the maths; the loss covers response tokens only (the prompt is not
+unlearned), as in OpenUnlearning.
+"""
+
+from __future__ import annotations
+
+from obliviate import losses
+from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+
+
+class GAConfig(MethodConfig):
+    forget_weight: float = 1.0
+
+
+@register
+class GradientAscent(Method):
+    name = "ga"
+    Config = GAConfig
+
+    def loss(self, model, batch, reference):
+        forget = batch["forget"]
+        ga = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
+        total = self.config.forget_weight * ga
+        return LossOutput(total, {"forget": ga.item()})

@@ -1,0 +1,79 @@
+"""The seed papers' three-loss update: gradient ascent, random-answer mismatch, forward KL.
+
+Equation (Yao et al. 2023, eq. 1-4; Gundavarapu et al. 2024):
+
+    L = eps1 * L_fgt + eps2 * L_rdn + eps3 * L_nor
+    L_fgt = -NLL_theta(y | x)                 over (x, y) in the forget batch (gradient ascent)
+    L_rdn = (1/K) sum_k NLL_theta(y_k^rand | x)  K answers drawn from a pool of normal answers,
+                                               attached to each forget prompt x
+    L_nor = KL(p_orig || p_theta)              forward KL on normal (retain) data
+
+The mismatch term teaches the model to answer a forgotten prompt with something unrelated
+rather than with degenerate text; the KL keeps normal behaviour close to the original model.
+
+Papers: arXiv 2405.15152 (Gundavarapu et al.); arXiv 2310.10683 (Yao et al.), code
+kevinyaobytedance/llm_unlearn.
+
+Defaults (the papers' code): eps = (0.5, 1, 1), K = 5; with lr 2e-6, batch 2, 1000 steps in the
+training section.
+
+Deviations:
+- All three terms cover response tokens only. The seed code's mismatch loss masks (almost)
+  nothing, because its prompt length is the length of the tokenizer's output dict, and its KL
+  averages over every position, padding included. ``reference_quirks: true`` reproduces both
+  (prompt tokens in the mismatch NLL; KL as a cross-entropy over all positions).
+- The answer pool defaults to the retain responses when no ``data.random_answers`` is given
+  (the papers use all TruthfulQA answers; pass them as ``random_answers``).
+- Random answers are drawn with a generator seeded by (seed, step), so a resumed run draws the
+  same answers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from obliviate import losses
+from obliviate.data.examples import Example
+from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+
+
+class GAMismatchKLConfig(MethodConfig):
+    forget_weight: float = Field(default=0.5, ge=0, description="eps1, gradient ascent")
+    mismatch_weight: float = Field(default=1.0, ge=0, description="eps2, random answers")
+    retain_weight: float = Field(default=1.0, ge=0, description="eps3, forward KL on normal data")
+    num_random_answers: int = Field(default=5, gt=0, description="K")
+    reference_quirks: bool = False
+
+
+@register
+class GAMismatchKL(Method):
+    name = "ga_mismatch_kl"
+    Config = GAMismatchKLConfig
+    needs_retain = True
+    needs_reference = True
+
+    def build_batch(self, forget, retain, ctx):
+        if not ctx.answer_pool:
+            raise ValueError("ga_mismatch_kl needs a pool of random answers (retain set or data.random_answers)")
+        picks = ctx.rng.integers(0, len(ctx.answer_pool), size=(len(forget), self.config.num_random_answers))
+        mismatch = [
+            Example(example.prompt, ctx.answer_pool[j]) for example, row in zip(forget, picks) for j in row
+        ]
+        return {"forget": forget, "mismatch": mismatch, "retain": retain}
+
+    def loss(self, model, batch, reference):
+        cfg = self.config
+        forget, mismatch, retain = batch["forget"], batch["mismatch"], batch["retain"]
+        fgt = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
+        mismatch_logits = forward(model, mismatch).logits
+        retain_logits = forward(model, retain).logits
+        if cfg.reference_quirks:
+            rdn = losses.unmasked_nll(mismatch_logits, mismatch["input_ids"], mismatch["attention_mask"])
+            nor = losses.reference_style_kl(reference.logits(retain), retain_logits)
+        else:
+            # Every forget prompt carries K answers, so the mean over the K rows of one prompt and then
+            # over prompts equals the plain mean over all rows.
+            rdn = losses.nll(mismatch_logits, mismatch["labels"])
+            nor = losses.forward_kl(reference.logits(retain), retain_logits, retain["labels"])
+        total = cfg.forget_weight * fgt + cfg.mismatch_weight * rdn + cfg.retain_weight * nor
+        return LossOutput(total, {"forget": fgt.item(), "mismatch": rdn.item(), "retain_kl": nor.item()})

@@ -1,0 +1,35 @@
+"""Gradient difference: gradient ascent on the forget set, descent on the retain set.
+
+Equation:  L = w_f * (-NLL_forget) + w_r * NLL_retain
+
+Paper: Liu et al. 2022, "Continual Learning and Private Unlearning" (arXiv 2203.12817); the GradDiff
+baseline of TOFU (Maini et al. 2024, arXiv 2401.06121).
+
+Defaults: w_f = 1.0, w_r = 1.0.
+
+Deviations: none; response tokens only.
+"""
+
+from __future__ import annotations
+
+from obliviate import losses
+from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+
+
+class GradDiffConfig(MethodConfig):
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+
+
+@register
+class GradDiff(Method):
+    name = "grad_diff"
+    Config = GradDiffConfig
+    needs_retain = True
+
+    def loss(self, model, batch, reference):
+        forget, retain = batch["forget"], batch["retain"]
+        ga = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
+        keep = losses.nll(forward(model, retain).logits, retain["labels"])
+        total = self.config.forget_weight * ga + self.config.retain_weight * keep
+        return LossOutput(total, {"forget": ga.item(), "retain": keep.item()})

@@ -1,0 +1,249 @@
+"""PNG plots for reports (matplotlib, Agg backend: no display needed).
+
+Every function draws one figure, writes it atomically to ``path`` (folders created) and returns
+the path, so a report can both embed the PNG and keep it under ``plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are built on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
+
+from obliviate.errors import UserError  # noqa: E402
+
+BEFORE_COLOUR = "#9aa5b1"
+AFTER_COLOUR = "#2f6fb0"
+PALETTE = ["#2f6fb0", "#d9822b", "#3c9a5f", "#c23b3b", "#7d5ba6", "#8c6d46", "#d65db1", "#6b7b8c"]
+
+
+def _file_mode() -> int:
+    """0666 minus the process umask: the mode a plain ``open(..., "w")`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _save(fig: "plt.Figure", path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, _file_mode())  # mkstemp makes 0600; plots are meant to be shared
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def bar_before_after(
+    metrics: Mapping[str, tuple[float, float]],
+    path: str | Path,
+    title: str,
+    *,
+    ylabel: str = "rate",
+    labels: tuple[str, str] = ("before", "after"),
+    percent: bool | None = None,
+) -> Path:
+    """Grouped bars: one pair (before, after) per metric, each bar labelled with its value.
+
+    ``metrics`` maps a name (e.g. ``"harmful rate: unseen"``) to ``(before, after)``. With
+    ``percent`` (default: all values in [0, 1]) values are shown as percentages.
+    """
+    if not metrics:
+        raise ValueError("bar_before_after needs at least one metric")
+    names = list(metrics)
+    before = [float(metrics[n][0]) for n in names]
+    after = [float(metrics[n][1]) for n in names]
+    finite = [v for v in before + after if math.isfinite(v)]
+    if percent is None:
+        percent = bool(finite) and all(0.0 <= v <= 1.0 for v in finite)
+    scale = 100.0 if percent else 1.0
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2.5), 3.8))
+    width = 0.38
+    xs = range(len(names))
+    for offset, values, colour, label in ((-width / 2, before, BEFORE_COLOUR, labels[0]),
+                                          (width / 2, after, AFTER_COLOUR, labels[1])):
+        heights = [v * scale if math.isfinite(v) else 0.0 for v in values]
+        bars = ax.bar([x + offset for x in xs], heights, width, color=colour, label=label)
+        for bar, value in zip(bars, values):
+            text = "n/a" if not math.isfinite(value) else (f"{value * 100:.0f}%" if percent else f"{value:.3g}")
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(list(xs))
+    # Wrap long names onto several lines so neighbouring labels never overlap.
+    ax.set_xticklabels([textwrap.fill(n, 16) for n in names], fontsize=9)
+    ax.set_ylabel(f"{ylabel} (%)" if percent else ylabel)
+    if percent:
+        ax.set_ylim(0, 108)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+def read_train_log(source: str | Path | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of a ``train_log.jsonl`` (one JSON object per line) or an iterable of dicts."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"{path}: training log not found")
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        return rows
+    return [dict(row) for row in source]
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    steps, values = [], []
+    for index, row in enumerate(rows):
+        value = row.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            steps.append(float(row.get("step", index)))
+            values.append(float(value))
+    return steps, values
+
+
+def loss_curves(
+    log: str | Path | Iterable[Mapping[str, Any]],
+    path: str | Path,
+    title: str = "Training losses",
+) -> Path:
+    """Lines of ``loss/total`` and every ``loss/<part>`` against ``step``.
+
+    A second panel shows ``grad_norm`` (log scale) when the log has it. Non-finite values are
+    skipped rather than breaking the axis scale.
+    """
+    rows = read_train_log(log)
+    keys: list[str] = []
+    for row in rows:
+        for key in row:
+            if key.startswith("loss/") and key not in keys:
+                keys.append(key)
+    keys.sort(key=lambda k: (k != "loss/total", k))  # total first, then parts alphabetically
+    has_grad = bool(_series(rows, "grad_norm")[0])
+    fig, axes = plt.subplots(2 if has_grad else 1, 1, figsize=(7.5, 5.2 if has_grad else 3.6),
+                             sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.3]} if has_grad else None)
+    ax = axes[0][0]
+    for i, key in enumerate(keys):
+        steps, values = _series(rows, key)
+        if steps:
+            ax.plot(steps, values, label=key, color=PALETTE[i % len(PALETTE)],
+                    linewidth=2.2 if key == "loss/total" else 1.4, marker="o" if len(steps) < 30 else None,
+                    markersize=3)
+    if not keys:
+        ax.text(0.5, 0.5, "no loss/* values in the log", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.axhline(0.0, color="#cccccc", linewidth=0.8, zorder=0)
+    if keys:
+        # Outside the axes: loss lines fill the whole plot area, a legend inside would hide them.
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.spines[["top", "right"]].set_visible(False)
+    if has_grad:
+        gax = axes[1][0]
+        steps, values = _series(rows, "grad_norm")
+        gax.plot(steps, values, color="#6b7b8c", linewidth=1.2)
+        if values and all(v > 0 for v in values) and max(values) / min(values) > 20:
+            gax.set_yscale("log")
+        gax.set_ylabel("grad norm")
+        gax.spines[["top", "right"]].set_visible(False)
+        gax.set_xlabel("step")
+    else:
+        ax.set_xlabel("step")
+    return _save(fig, path)
+
+
+def histogram(
+    values_by_label: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    *,
+    bins: int = 30,
+    threshold: float | None = None,
+    threshold_label: str = "threshold",
+) -> Path:
+    """Overlaid histograms, one per label (e.g. prompt-answer similarity before vs after).
+
+    All labels share the same bin edges so their shapes compare directly; ``threshold`` draws a
+    dashed vertical line (e.g. the on-topic cut-off).
+    """
+    clean = {label: [float(v) for v in values if math.isfinite(float(v))]
+             for label, values in values_by_label.items()}
+    pooled = [v for values in clean.values() for v in values]
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    if pooled:
+        low, high = min(pooled), max(pooled)
+        if threshold is not None:
+            low, high = min(low, threshold), max(high, threshold)
+        if high == low:
+            low, high = low - 0.5, high + 0.5
+        edges = [low + (high - low) * i / bins for i in range(bins + 1)]
+        for i, (label, values) in enumerate(clean.items()):
+            if values:
+                ax.hist(values, bins=edges, alpha=0.55, color=PALETTE[i % len(PALETTE)],
+                        label=f"{label} (n={len(values)})", edgecolor="white", linewidth=0.4)
+    else:
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+    if threshold is not None:
+        ax.axvline(threshold, color="#333333", linestyle="--", linewidth=1, label=f"{threshold_label} = {threshold:g}")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    if pooled or threshold is not None:
+        ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+def metric_curves(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    title: str,
+    *,
+    xlabel: str = "step",
+    ylabel: str = "value",
+) -> Path:
+    """Lines of metrics measured at several points, e.g. harmful rate per checkpoint step.
+
+    ``series`` maps a label to ``[(x, y), ...]``; points are sorted by x.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    for i, (label, points) in enumerate(series.items()):
+        ordered = sorted((float(x), float(y)) for x, y in points if math.isfinite(float(y)))
+        if ordered:
+            ax.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", markersize=3,
+                    color=PALETTE[i % len(PALETTE)], label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if series:
+        ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+__all__ = ["bar_before_after", "loss_curves", "histogram", "metric_curves", "read_train_log"]

@@ -1,0 +1,131 @@
+"""The training loop: methods unlearn on the tiny model, resume is exact, NaN stops cleanly."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from obliviate import losses
+from obliviate.data.formatting import collate, encode_pair, pad_id
+from obliviate.errors import TrainingDiverged
+from obliviate.train import run_training, stream_indices
+from tests.conftest import FORGET, RETAIN
+
+
+def mean_nll(model, tokenizer, rows):
+    batch = collate([encode_pair(tokenizer, r["prompt"], r["response"], 128) for r in rows], pad_id(tokenizer))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return losses.nll(logits, batch["labels"]).item()
+
+
+def load(model_dir):
+    from obliviate.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(str(model_dir))
+
+
+@pytest.mark.parametrize("method", ["ga", "grad_diff", "ga_kl", "ga_mismatch_kl"])
+def test_each_method_lowers_forget_likelihood(method, make_config, memorised_model_dir, tmp_path):
+    cfg = make_config(f"method.name={method}", "train.lora.enabled=false", "train.max_steps=6", "train.lr=3e-3")
+    model, tok = load(memorised_model_dir)
+    forget_before, retain_before = mean_nll(model, tok, FORGET), mean_nll(model, tok, RETAIN)
+    run_training(cfg, tmp_path / "run", model=model, tokenizer=tok, progress=False, log=lambda m: None)
+    forget_after, retain_after = mean_nll(model, tok, FORGET), mean_nll(model, tok, RETAIN)
+    assert forget_after > forget_before + 0.05, (forget_before, forget_after)
+    if method in ("grad_diff", "ga_kl"):
+        # the retain term keeps the retain loss from rising with the forget loss (plain GA drags
+        # both up on this tiny model, whose two sets share one character distribution)
+        assert retain_after - retain_before < 0.5 * (forget_after - forget_before), (retain_before, retain_after)
+
+
+def test_run_folder_contents_and_log(make_config, tmp_path):
+    cfg = make_config("train.max_steps=3", "train.save_every=2")
+    result = run_training(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "env.json", "train_log.jsonl", "train_summary.json", "model/adapter_model.safetensors"):
+        assert (run / name).exists(), name
+    assert (run / "checkpoints" / "step-2" / "optimizer.pt").exists()
+    lines = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert {"lr", "loss/total", "loss/forget", "loss/mismatch", "loss/retain_kl", "grad_norm", "tokens_per_s"} <= set(lines[0])
+    assert lines[-1]["lr"] == pytest.approx(0.0)  # linear decay to zero at max_steps
+    assert result.steps == 3
+
+
+def test_saved_lora_model_loads_with_peft_and_merged_with_transformers(make_config, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    run_training(make_config("train.max_steps=2"), tmp_path / "a", progress=False, log=lambda m: None)
+    assert AutoPeftModelForCausalLM.from_pretrained(tmp_path / "a" / "model") is not None
+    run_training(make_config("train.max_steps=2", "train.merge_lora=true"), tmp_path / "b", progress=False, log=lambda m: None)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "model")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_reaches_the_same_weights(make_config, tmp_path):
+    overrides = ("train.max_steps=6", "train.save_every=3", "train.lora.dropout=0.1", "train.warmup_steps=2")
+    run_training(make_config(*overrides), tmp_path / "full", progress=False, log=lambda m: None)
+
+    def crash_at_4(state):
+        if state.step == 4:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run_training(make_config(*overrides), tmp_path / "cut", stop_hooks=[crash_at_4], progress=False, log=lambda m: None)
+    assert not (tmp_path / "cut" / "model").exists()
+    run_training(make_config(*overrides), tmp_path / "cut", resume=True, progress=False, log=lambda m: None)
+    a = load_file(str(tmp_path / "full" / "model" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(make_config, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = losses.gradient_ascent
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        value = real(logits, labels)
+        return value * float("nan") if calls["n"] >= 3 else value
+
+    monkeypatch.setattr(losses, "gradient_ascent", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step 3.*step-2"):
+        run_training(make_config("train.save_every=2", "train.max_steps=5"), tmp_path / "run", progress=False, log=lambda m: None)
+    assert (tmp_path / "run" / "checkpoints" / "step-2" / "trainable.safetensors").exists()
+
+
+def test_early_stop_hook(make_config, tmp_path):
+    result = run_training(
+        make_config("train.max_steps=10"), tmp_path / "run",
+        stop_hooks=[lambda s: "target reached" if s.step == 2 else None], progress=False, log=lambda m: None,
+    )
+    assert (result.steps, result.stop_reason) == (2, "target reached")
+    assert (tmp_path / "run" / "model").exists()
+
+
+def test_stream_indices_are_epoch_permutations():
+    first = stream_indices(5, 0, 0, 10)
+    assert sorted(first[:5]) == list(range(5)) and sorted(first[5:]) == list(range(5))
+    assert stream_indices(5, 0, 3, 4) == first[3:7]
+
+
+def test_input_model_folder_is_never_modified(make_config, tiny_model_dir, tmp_path):
+    import hashlib
+
+    def digest():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tiny_model_dir.iterdir()) if p.is_file()}
+
+    before = digest()
+    run_training(make_config("train.lora.enabled=false", "train.max_steps=2"), tmp_path / "run", progress=False, log=lambda m: None)
+    assert digest() == before
