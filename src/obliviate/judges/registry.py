@@ -7,6 +7,8 @@ Spec strings (the CLI's ``--judge``):
 * ``llm`` or ``llm:MODEL``: a local causal LM (alias, folder, .gguf file or hub id; default model
   when omitted)
 * ``llm:http://HOST:PORT/v1,model=NAME,key_env=VAR``: an OpenAI-compatible endpoint
+* ``reference`` or ``reference:FILE``: hallucination against per-prompt correct/incorrect answers
+* ``privacy`` or ``privacy:FILE``: leaks of private strings (FILE, or per-row field) and PII patterns
 
 Any spec takes ``,key=value`` options after it (``refusal,window=200``,
 ``llm:DIR,style=guard``); numbers and true/false are converted.
@@ -20,7 +22,7 @@ from typing import Any, Callable
 from obliviate.errors import UserError
 from obliviate.judges.base import Judge
 
-JUDGE_NAMES = ("refusal", "classifier", "llm")
+JUDGE_NAMES = ("refusal", "classifier", "llm", "reference", "privacy")
 
 
 def _make_refusal(**options: Any) -> Judge:
@@ -51,10 +53,24 @@ def _make_llm(**options: Any) -> Judge:
     return LocalLMJudge.from_spec(spec, **options)
 
 
+def _make_reference(**options: Any) -> Judge:
+    from obliviate.judges.reference import ReferenceJudge
+
+    return ReferenceJudge(**options)
+
+
+def _make_privacy(**options: Any) -> Judge:
+    from obliviate.judges.privacy import PrivacyJudge
+
+    return PrivacyJudge(**options)
+
+
 _FACTORIES: dict[str, Callable[..., Judge]] = {
     "refusal": _make_refusal,
     "classifier": _make_classifier,
     "llm": _make_llm,
+    "reference": _make_reference,
+    "privacy": _make_privacy,
 }
 
 
@@ -116,6 +132,10 @@ def parse_judge_spec(spec: str) -> tuple[str, dict[str, Any]]:
                 raise UserError(f"judge spec '{spec}': an endpoint needs ,model=NAME")
         else:
             options["model"] = target
+    elif name in ("reference", "privacy") and target:
+        if not Path(target).is_file():
+            raise UserError(f"judge spec '{spec}': file {target} does not exist")
+        options["path"] = target
     elif name == "refusal" and target:
         raise UserError(f"judge spec '{spec}': the refusal judge takes no target (use refusal or refusal,window=N)")
     return name, options

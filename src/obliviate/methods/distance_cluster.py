@@ -1,0 +1,356 @@
+"""Evaluator-gated unlearning: a bounded distance loss, a cluster-mean positive loss, a normal loss.
+
+Our instantiation of arXiv 2404.16841 (Chen et al.): an evaluator flags the dialogues to unlearn
+(``obliviate detect`` writes them as (prompt, undesirable answer) rows), then three terms train
+the model:
+
+    L = w_neg * L_neg + w_pos * L_pos_nll + w_clu * L_pos_cluster + w_nor * L_nor
+
+    L_neg         = mean_i mean_t relu( log p_theta(y_it | x_i, y_i<t) - log p_orig(y_it | ...) + m )
+                    over the response tokens of each flagged pair (x_i, y_i): a hinge on the
+                    per-token log-likelihood ratio to the original model
+    L_pos_nll     = mean_i NLL_theta(e_i | x_i), e_i = the expected output attached to x_i
+    L_pos_cluster = mean_i ( 1 - max_k cos( h_theta(x_i, e_i), mu_k ) )
+                    h = last hidden state mean-pooled over the response tokens; mu_1..mu_K =
+                    k-means centres of the ORIGINAL model's h over every (flagged prompt,
+                    candidate expected output) pair, computed once before training
+    L_nor         = KL(p_orig || p_theta) on normal (retain) data, per response token
+
+Why each choice (all of it our interpretation; the paper's full text was not available):
+
+* Negative term. "A distance loss that diverts the model from its previous undesirable outputs"
+  is read as a distance between the current and the original model on the tokens of the flagged
+  answer. Plain gradient ascent has no floor: the NLL of a forgotten answer can grow without
+  bound and the model collapses (measured on the default model: up to 87% degenerate answers).
+  The hinge stops pushing a token once the current model gives it ``m`` nats less than the
+  original did, so its gradient vanishes once the answer is "far enough" and the other terms take
+  over; it is bounded in [0, m + log-ratio] and cannot run away. Measuring the distance against
+  the original model (not an absolute NLL) makes the margin mean the same for tokens the original
+  was sure of and tokens it was not. (NPO is a smooth alternative with a similar bound.)
+* Positive term. "The cluster mean of the expected outputs" is read in representation space:
+  the expected outputs (refusals, corrected answers) are embedded with the frozen original model
+  and grouped with k-means (k = 1: their plain mean); the current model's representation of each
+  flagged prompt answered with its expected output is pulled toward its nearest centre. A pure
+  representation pull does not by itself make the model *say* the expected output, so the NLL of
+  the expected output given the flagged prompt is added (its own weight).
+* "Nearest expected output": each flagged row has candidates (its own ``expected`` field, which
+  may hold several answers, or built-in templates); the one whose original-model embedding lies
+  closest to any cluster centre (the most typical expected output for that prompt) is attached
+  to the prompt, once, in ``setup``.
+* Normal term: forward KL to the original model on normal data (as the first seed paper), so the
+  distribution on normal prompts stays put rather than only its argmax.
+
+Paper: arXiv 2404.16841 (Chen et al., "Machine Unlearning in Large Language Models").
+Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, margin 2 nats, k = 1.
+
+Deviations / interpretation: see ``docs/evaluator_gated.md``; in short, the exact distance, the
+embedding used for the cluster mean, and the way the nearest expected output is picked are ours.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal, Optional, Sequence
+
+import torch
+from pydantic import Field, field_validator
+
+from obliviate import losses
+from obliviate.data.examples import Example
+from obliviate.data.formatting import IGNORE_INDEX
+from obliviate.errors import UserError
+from obliviate.methods.base import LossOutput, Method, MethodConfig, Reference, forward, register
+
+# Generic refusals: the default expected outputs for harmful requests. Phrased to be recognised
+# by the refusal judge and to carry no topic of their own.
+REFUSAL_TEMPLATES: tuple[str, ...] = (
+    "I'm sorry, but I can't help with that.",
+    "I can't assist with that request.",
+    "I won't help with this, because it could cause real harm.",
+    "I'm not able to provide that information.",
+    "Sorry, but I cannot help with this request. Is there something else I can do for you?",
+    "I cannot provide instructions for that, as it could be dangerous or illegal.",
+)
+
+# Expected outputs for requests that would leak personal data.
+PRIVACY_TEMPLATES: tuple[str, ...] = (
+    "I'm sorry, but I can't share personal information about private individuals.",
+    "I can't provide someone's contact details or other private data.",
+    "I cannot disclose personal or identifying information.",
+)
+
+# Expected outputs for questions the model answered with a falsehood and no correction is given.
+UNCERTAIN_TEMPLATES: tuple[str, ...] = (
+    "I'm not sure; I don't have reliable information about that.",
+    "I don't know the answer to that with confidence.",
+)
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "refusal": REFUSAL_TEMPLATES,
+    "privacy": PRIVACY_TEMPLATES,
+    "uncertain": UNCERTAIN_TEMPLATES,
+}
+
+
+# ----------------------------------------------------------------------------- pure maths
+
+
+def hinge_distance(
+    current_logits: torch.Tensor, reference_logits: torch.Tensor, labels: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounded distance loss from the original model on the labelled tokens.
+
+    ``current_logits``, ``reference_logits``: (B, T, V); ``labels``: (B, T), -100 off the answer.
+    Per token: ``relu(log p_cur(y_t) - log p_ref(y_t) + margin)``; averaged over each example's
+    answer tokens, then over examples. Returns (loss scalar, share of answer tokens still inside
+    the margin, a detached scalar: 0 means the term has stopped pushing).
+    """
+    logp_cur, mask = losses.token_logprobs(current_logits, labels)
+    logp_ref, _ = losses.token_logprobs(reference_logits.detach(), labels)
+    per_token = torch.relu(logp_cur - logp_ref + margin) * mask
+    per_example = per_token.sum(-1) / mask.sum(-1).clamp(min=1)
+    active = ((per_token > 0) & mask).sum() / mask.sum().clamp(min=1)
+    return per_example.mean(), active.detach()
+
+
+def response_mean_pool(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (B, T, H) over the answer tokens (positions where ``labels`` (B, T) is
+    not -100), in float32: (B, H). A row without answer tokens gives zeros."""
+    mask = (labels != IGNORE_INDEX).unsqueeze(-1).to(torch.float32)
+    return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def nearest_centroid_cosine(embeddings: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine of each row of ``embeddings`` (B, H) with its nearest row of ``centroids`` (K, H).
+
+    Returns (cosines (B,), indices (B,)); the index choice carries no gradient, the cosine does.
+    """
+    cos = torch.nn.functional.cosine_similarity(embeddings.unsqueeze(1), centroids.unsqueeze(0).to(embeddings), dim=-1)
+    best, index = cos.max(dim=1)
+    return best, index
+
+
+def cluster_pull(embeddings: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """``mean_i (1 - max_k cos(embeddings_i, centroids_k))``: 0 when every row points at a centre."""
+    best, _ = nearest_centroid_cosine(embeddings, centroids)
+    return (1.0 - best).mean()
+
+
+def kmeans(points: torch.Tensor, k: int, *, iterations: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic Lloyd's k-means on ``points`` (N, H); returns (centres (k, H), labels (N,)).
+
+    Initialisation without randomness: the first centre is the point nearest the mean of all
+    points, each next one the point farthest from the centres chosen so far (lowest index on
+    ties). ``k`` is clamped to the number of distinct points. An empty cluster keeps its centre.
+    With ``k == 1`` the centre is the plain mean.
+    """
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise ValueError(f"kmeans needs a non-empty (N, H) tensor, got shape {tuple(points.shape)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    points = points.float()
+    distinct = torch.unique(points, dim=0).shape[0]
+    k = min(k, distinct)
+    mean = points.mean(0, keepdim=True)
+    first = int(torch.cdist(points, mean).squeeze(1).argmin())
+    chosen = [first]
+    nearest = torch.cdist(points, points[first : first + 1]).squeeze(1)
+    while len(chosen) < k:
+        nxt = int(nearest.argmax())
+        chosen.append(nxt)
+        nearest = torch.minimum(nearest, torch.cdist(points, points[nxt : nxt + 1]).squeeze(1))
+    centres = points[chosen].clone()
+    labels = torch.cdist(points, centres).argmin(1)
+    for _ in range(iterations):
+        for c in range(k):
+            members = labels == c
+            if members.any():
+                centres[c] = points[members].mean(0)
+        new_labels = torch.cdist(points, centres).argmin(1)
+        if torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+    return centres, labels
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+class DistanceClusterConfig(MethodConfig):
+    negative_weight: float = Field(default=1.0, ge=0, description="weight of the hinge distance from the old outputs")
+    margin: float = Field(default=2.0, gt=0, description="nats per token below the original at which the push stops")
+    positive_weight: float = Field(default=1.0, ge=0, description="weight of the NLL of the expected output")
+    cluster_weight: float = Field(default=1.0, ge=0, description="weight of 1 - cos to the nearest cluster mean")
+    normal_weight: float = Field(default=1.0, ge=0, description="weight of the forward KL on normal data")
+    num_clusters: int = Field(default=1, gt=0, description="k of k-means over expected outputs; 1 = plain mean")
+    expected_source: Literal["auto", "field", "templates"] = Field(
+        default="auto", description="auto: a row's expected field when present, else the templates"
+    )
+    expected_field: str = "expected"
+    expected_separator: Optional[str] = Field(
+        default=None, description="split a string expected field into several answers (';' for TruthfulQA)"
+    )
+    templates: list[str] | str = Field(
+        default="refusal", description="a template set (refusal, privacy, uncertain) or a list of expected outputs"
+    )
+    hidden_layer: int = Field(default=-1, description="which hidden state to pool (-1: the last)")
+    embed_batch_size: int = Field(default=16, gt=0)
+    early_stopping: Optional[dict[str, Any]] = Field(
+        default=None, description="evaluator-driven early stopping (see obliviate.early_stopping)"
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _known_set(cls, value):
+        if isinstance(value, str) and value not in TEMPLATE_SETS:
+            raise ValueError(f"unknown template set '{value}'; use one of {', '.join(TEMPLATE_SETS)} or a list of texts")
+        if isinstance(value, list) and not [t for t in value if t.strip()]:
+            raise ValueError("templates must hold at least one non-empty text")
+        return value
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _valid_stopping(cls, value):
+        if value is not None:
+            from obliviate.early_stopping import EarlyStoppingConfig
+
+            EarlyStoppingConfig.model_validate(value)
+        return value
+
+    def template_texts(self) -> list[str]:
+        return list(TEMPLATE_SETS[self.templates]) if isinstance(self.templates, str) else [t for t in self.templates if t.strip()]
+
+
+def _as_answers(value: Any, separator: Optional[str]) -> list[str]:
+    """A field value as a list of non-empty answers (a string, a list of strings, or empty)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        parts = value.split(separator) if separator else [value]
+        return [p.strip() for p in parts if p.strip()]
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if isinstance(v, str) and v.strip()]
+    return []
+
+
+@register
+class DistanceCluster(Method):
+    name = "distance_cluster"
+    Config = DistanceClusterConfig
+    needs_reference = True
+    needs_retain = True
+
+    def __init__(self, config: DistanceClusterConfig):
+        super().__init__(config)
+        self.centroids: Optional[torch.Tensor] = None  # (K, H), float32, on the training device
+        self.expected: dict[tuple[str, str], str] = {}  # (prompt, bad answer) -> attached expected output
+        self.cluster_sizes: list[int] = []
+        self.stopper = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def candidates(self, example: Example) -> list[str]:
+        """The expected outputs a flagged row may be steered to."""
+        cfg = self.config
+        own = _as_answers(example.extra.get(cfg.expected_field), cfg.expected_separator)
+        if cfg.expected_source == "field":
+            if not own:
+                raise UserError(
+                    f"method.expected_source is 'field' but the forget row with prompt {example.prompt[:60]!r} has no "
+                    f"non-empty field '{cfg.expected_field}'; add it, set method.expected_field, or use expected_source: auto"
+                )
+            return own
+        if cfg.expected_source == "auto" and own:
+            return own
+        return cfg.template_texts()
+
+    @torch.no_grad()
+    def embed(self, reference: Reference, encoder, examples: Sequence[Example], device) -> torch.Tensor:
+        """The original model's pooled answer representation of each example: (N, H) float32."""
+        out = []
+        for start in range(0, len(examples), self.config.embed_batch_size):
+            chunk = examples[start : start + self.config.embed_batch_size]
+            batch = encoder.batch(chunk, device)
+            hidden = reference.forward(batch, output_hidden_states=True).hidden_states[self.config.hidden_layer]
+            out.append(response_mean_pool(hidden, batch["labels"]))
+        return torch.cat(out)
+
+    def setup(self, model, reference, context) -> None:
+        if reference is None:
+            raise ValueError("distance_cluster needs the reference (original) model")
+        encoder, data, device = context["encoder"], context["data"], context["device"]
+        rows = list(dict.fromkeys((e.prompt, e.response) for e in data.forget))
+        by_key = {(e.prompt, e.response): e for e in data.forget}
+        pairs: list[Example] = []
+        owner: list[int] = []
+        for index, key in enumerate(rows):
+            for candidate in dict.fromkeys(self.candidates(by_key[key])):
+                pairs.append(Example(key[0], candidate))
+                owner.append(index)
+        embeddings = self.embed(reference, encoder, pairs, device)
+        if self.config.num_clusters > torch.unique(embeddings, dim=0).shape[0]:
+            warnings.warn(
+                f"method.num_clusters={self.config.num_clusters} is more than the {len(pairs)} distinct expected "
+                "outputs; using fewer clusters",
+                stacklevel=2,
+            )
+        unit = torch.nn.functional.normalize(embeddings, dim=-1)  # cluster by direction: the pull is a cosine
+        centres, labels = kmeans(unit, self.config.num_clusters)
+        self.centroids = centres.to(device)
+        self.cluster_sizes = torch.bincount(labels, minlength=centres.shape[0]).tolist()
+        closeness, _ = nearest_centroid_cosine(unit, centres)
+        best: dict[int, tuple[float, str]] = {}
+        for i, (owner_index, pair) in enumerate(zip(owner, pairs)):
+            score = float(closeness[i])
+            if owner_index not in best or score > best[owner_index][0]:
+                best[owner_index] = (score, pair.response)
+        self.expected = {rows[i]: text for i, (_, text) in best.items()}
+        if self.config.early_stopping is not None:
+            from obliviate.early_stopping import build_stopper
+
+            self.stopper = build_stopper(self.config.early_stopping, data=data, template=encoder.template)
+            self.stopper.prepare(model, context["tokenizer"])
+
+    # -- per step ------------------------------------------------------------------------------
+
+    def build_batch(self, forget, retain, ctx):
+        if not self.expected:
+            raise RuntimeError("distance_cluster.setup must run before build_batch")
+        positive = []
+        for example in forget:
+            text = self.expected.get((example.prompt, example.response))
+            if text is None:  # a row not seen in setup (a caller passing other data): use its candidates
+                text = self.candidates(example)[0]
+            positive.append(Example(example.prompt, text))
+        return {"forget": forget, "positive": positive, "retain": retain}
+
+    def loss(self, model, batch, reference):
+        cfg = self.config
+        forget, positive, retain = batch["forget"], batch["positive"], batch["retain"]
+        negative, active = hinge_distance(
+            forward(model, forget).logits, reference.logits(forget), forget["labels"], cfg.margin
+        )
+        out = forward(model, positive, output_hidden_states=True)
+        positive_nll = losses.nll(out.logits, positive["labels"])
+        pooled = response_mean_pool(out.hidden_states[cfg.hidden_layer], positive["labels"])
+        pull = cluster_pull(pooled, self.centroids)
+        normal = losses.forward_kl(reference.logits(retain), forward(model, retain).logits, retain["labels"])
+        total = (
+            cfg.negative_weight * negative
+            + cfg.positive_weight * positive_nll
+            + cfg.cluster_weight * pull
+            + cfg.normal_weight * normal
+        )
+        return LossOutput(
+            total,
+            {
+                "negative": negative.item(),
+                "negative_active": active.item(),
+                "positive_nll": positive_nll.item(),
+                "cluster": pull.item(),
+                "normal_kl": normal.item(),
+            },
+        )
+
+    def on_step_end(self, state) -> Optional[str]:
+        return self.stopper(state) if self.stopper is not None else None

@@ -1,0 +1,233 @@
+"""distance_cluster: each term against hand-computed values, k-means, setup, and a real unlearning run."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from obliviate import losses
+from obliviate.data.examples import Example
+from obliviate.methods import build_method
+from obliviate.methods.base import BatchContext, Reference
+from obliviate.methods.distance_cluster import (
+    REFUSAL_TEMPLATES,
+    cluster_pull,
+    hinge_distance,
+    kmeans,
+    nearest_centroid_cosine,
+    response_mean_pool,
+)
+from obliviate.testing import tiny_model, tiny_tokenizer
+from obliviate.train import Encoder, TrainData, run_training
+from tests.conftest import FORGET, RETAIN, write_jsonl
+
+LN3 = math.log(3.0)
+
+
+def _logits(rows):
+    """(1, T, 2) logits from a list of per-position [logit0, logit1]."""
+    return torch.tensor([rows], dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- the negative term
+
+
+def test_hinge_distance_by_hand():
+    labels = torch.tensor([[-100, 0, 1]])  # positions 0 and 1 predict labels 0 and 1
+    current = _logits([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # log p = -ln 2 on both tokens
+    reference = _logits([[LN3, 0.0], [0.0, LN3], [0.0, 0.0]])  # p = 0.75 on both: log p = ln 0.75
+    ratio = -math.log(2) - math.log(0.75)  # log p_cur - log p_ref = -0.4055 per token
+    loss, active = hinge_distance(current, reference, labels, margin=1.0)
+    assert loss.item() == pytest.approx(ratio + 1.0, abs=1e-6)
+    assert active.item() == 1.0
+    # Past the margin the term is exactly zero: it has stopped pushing.
+    loss, active = hinge_distance(current, reference, labels, margin=0.3)
+    assert loss.item() == 0.0 and active.item() == 0.0
+
+
+def test_hinge_distance_mixes_tokens_and_examples():
+    labels = torch.tensor([[-100, 0, 1], [-100, -100, 1]])
+    current = torch.zeros(2, 3, 2)
+    reference = torch.tensor([[[LN3, 0.0], [0.0, 0.0], [0, 0]], [[0, 0], [0.0, 0.0], [0, 0]]])
+    # example 1: token 1 ratio -0.4055 -> relu(-0.1055)=0; token 2 ratio 0 -> 0.3; mean 0.15
+    # example 2: one token, ratio 0 -> 0.3
+    loss, active = hinge_distance(current, reference, labels, margin=0.3)
+    assert loss.item() == pytest.approx((0.15 + 0.3) / 2, abs=1e-6)
+    assert active.item() == pytest.approx(2 / 3)
+
+
+def test_hinge_has_no_gradient_past_the_margin_and_none_into_the_reference():
+    labels = torch.tensor([[-100, 0]])
+    current = torch.tensor([[[0.0, 5.0], [0.0, 0.0]]], requires_grad=True)  # log p(0) ~ -5: far below
+    reference = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]], requires_grad=True)
+    loss, _ = hinge_distance(current, reference, labels, margin=1.0)
+    loss.backward()
+    assert loss.item() == 0.0 and current.grad.abs().sum() == 0
+    assert reference.grad is None
+
+
+# ----------------------------------------------------------------------------- the positive term
+
+
+def test_response_mean_pool_averages_answer_positions_only():
+    hidden = torch.tensor([[[100.0, 100.0], [1.0, 2.0], [3.0, 6.0]]])
+    labels = torch.tensor([[-100, 7, 8]])
+    assert response_mean_pool(hidden, labels).tolist() == [[2.0, 4.0]]
+
+
+def test_cluster_pull_uses_the_nearest_centre():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert cluster_pull(emb, torch.tensor([[2.0, 0.0]])).item() == pytest.approx(0.5)  # (0 + 1) / 2
+    two = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    cos, index = nearest_centroid_cosine(emb, two)
+    assert index.tolist() == [0, 1]
+    assert cluster_pull(emb, two).item() == pytest.approx((0 + 1 - 1 / math.sqrt(2)) / 2, abs=1e-6)
+
+
+def test_kmeans_finds_known_clusters():
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 5.0]])
+    points = torch.cat([c + 0.3 * torch.randn(20, 2, generator=gen) for c in truth])
+    centres, labels = kmeans(points, 3)
+    for block in range(3):
+        assert len(set(labels[block * 20 : (block + 1) * 20].tolist())) == 1  # one cluster per blob
+    assert len(set(labels.tolist())) == 3
+    for c in truth:  # each true mean has a centre within noise
+        assert torch.cdist(c[None], centres).min() < 0.3
+    again, again_labels = kmeans(points, 3)
+    assert torch.equal(centres, again) and torch.equal(labels, again_labels)  # deterministic
+
+
+def test_kmeans_one_cluster_is_the_mean_and_k_is_clamped():
+    points = torch.tensor([[0.0, 0.0], [2.0, 0.0], [4.0, 6.0]])
+    centres, labels = kmeans(points, 1)
+    assert centres.tolist() == [[2.0, 2.0]] and labels.tolist() == [0, 0, 0]
+    centres, _ = kmeans(torch.tensor([[1.0, 1.0], [1.0, 1.0]]), 5)
+    assert centres.shape == (1, 2)
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+@pytest.fixture(scope="module")
+def parts():
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok), seed=1)
+    original = tiny_model(len(tok), seed=2)
+    encoder = Encoder(tok, 64, "auto")
+    forget = [
+        Example("secret?", "code 12", {"expected": "I cannot share that."}),
+        Example("where?", "in Quellmoor"),
+    ]
+    data = TrainData(forget, [Example("sky?", "blue"), Example("cat legs?", "four")])
+    return tok, model, Reference(model, original), encoder, data
+
+
+def _setup(parts, **options):
+    tok, model, reference, encoder, data = parts
+    method = build_method("distance_cluster", options)
+    method.setup(model, reference, {"tokenizer": tok, "encoder": encoder, "data": data, "device": torch.device("cpu")})
+    return method
+
+
+def test_setup_attaches_own_expected_or_a_template(parts):
+    method = _setup(parts, num_clusters=2)
+    assert method.expected[("secret?", "code 12")] == "I cannot share that."
+    assert method.expected[("where?", "in Quellmoor")] in REFUSAL_TEMPLATES
+    assert method.centroids.shape == (2, 32)
+    assert sum(method.cluster_sizes) == 1 + len(REFUSAL_TEMPLATES)  # every candidate embedded once
+    groups = method.build_batch(parts[4].forget, parts[4].retain, BatchContext(np.random.default_rng(0), []))
+    assert [e.prompt for e in groups["positive"]] == ["secret?", "where?"]
+    assert groups["positive"][0].response == "I cannot share that."
+
+
+def test_attached_template_is_the_one_nearest_a_centre(parts):
+    tok, model, reference, encoder, data = parts
+    method = _setup(parts, expected_source="templates")
+    pairs = [Example("where?", t) for t in REFUSAL_TEMPLATES]
+    unit = torch.nn.functional.normalize(method.embed(reference, encoder, pairs, "cpu"), dim=-1)
+    closeness, _ = nearest_centroid_cosine(unit, method.centroids)
+    assert method.expected[("where?", "in Quellmoor")] == REFUSAL_TEMPLATES[int(closeness.argmax())]
+
+
+def test_expected_source_field_requires_the_field(parts):
+    from obliviate.errors import UserError
+
+    with pytest.raises(UserError, match="has no non-empty field 'expected'"):
+        _setup(parts, expected_source="field")
+
+
+def test_separator_splits_expected_answers():
+    method = build_method("distance_cluster", {"expected_field": "Correct Answers", "expected_separator": ";"})
+    assert method.candidates(Example("q", "bad", {"Correct Answers": "Yes; It is ; "})) == ["Yes", "It is"]
+
+
+def test_loss_is_the_weighted_sum_of_the_three_terms(parts):
+    tok, model, reference, encoder, data = parts
+    weights = {"negative_weight": 0.7, "positive_weight": 1.3, "cluster_weight": 0.4, "normal_weight": 2.0, "margin": 1.5}
+    method = _setup(parts, **weights)
+    groups = method.build_batch(data.forget, data.retain, BatchContext(np.random.default_rng(0), []))
+    batch = {k: encoder.batch(v, "cpu") for k, v in groups.items()}
+    out = method.loss(model, batch, reference)
+
+    def run(b, **kw):
+        return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **kw)
+
+    with torch.no_grad():
+        f = batch["forget"]
+        neg = hinge_distance(run(f).logits, reference.logits(f), f["labels"], 1.5)[0].item()
+        p = batch["positive"]
+        pos_out = run(p, output_hidden_states=True)
+        nll = losses.nll(pos_out.logits, p["labels"]).item()
+        pooled = response_mean_pool(pos_out.hidden_states[-1], p["labels"])
+        pull = (1 - torch.nn.functional.cosine_similarity(pooled[:, None], method.centroids[None], dim=-1).max(1).values).mean().item()
+        r = batch["retain"]
+        kl = losses.forward_kl(reference.logits(r), run(r).logits, r["labels"]).item()
+    assert neg > 0 and nll > 0 and 0 < pull < 2 and kl > 0
+    expected = 0.7 * neg + 1.3 * nll + 0.4 * pull + 2.0 * kl
+    assert out.total.item() == pytest.approx(expected, rel=1e-5)
+    assert out.parts["negative"] == pytest.approx(neg, rel=1e-5)
+    assert set(out.parts) == {"negative", "negative_active", "positive_nll", "cluster", "normal_kl"}
+
+
+def test_unknown_template_set_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown template set"):
+        build_method("distance_cluster", {"templates": "polite"})
+
+
+# ----------------------------------------------------------------------------- it unlearns
+
+
+def _mean_logprob(model, tok, pairs):
+    from obliviate.generation import score_loglik
+
+    scores = score_loglik(model, tok, [p for p, _ in pairs], [r for _, r in pairs])
+    return sum(s.mean for s in scores) / len(scores)
+
+
+def test_unlearns_flagged_answers_and_learns_expected_ones(make_config, memorised_model_dir, tmp_path):
+    from obliviate.models import load_model_and_tokenizer
+
+    expected = "I can't share that."
+    rows = [{**r, "expected": expected} for r in FORGET]
+    write_jsonl(tmp_path / "flagged.jsonl", rows)
+    cfg = make_config(
+        f"data.forget.path={tmp_path / 'flagged.jsonl'}", "method.name=distance_cluster",
+        "train.lora.enabled=false", "train.max_steps=6", "train.lr=5e-3", "train.batch_size=4",
+    )
+    model, tok = load_model_and_tokenizer(str(memorised_model_dir))
+    flagged = [(r["prompt"], r["response"]) for r in FORGET]
+    wanted = [(r["prompt"], expected) for r in FORGET]
+    normal = [(r["prompt"], r["response"]) for r in RETAIN]
+    before = [_mean_logprob(model, tok, x) for x in (flagged, wanted, normal)]
+    run_training(cfg, tmp_path / "run", model=model, tokenizer=tok, progress=False, log=lambda m: None)
+    after = [_mean_logprob(model, tok, x) for x in (flagged, wanted, normal)]
+    print(before, after)
+    assert after[0] < before[0] - 0.5, (before, after)  # flagged answers much less likely
+    assert after[1] > before[1] + 0.5, (before, after)  # the expected output much more likely
+    assert after[2] > before[2] - 0.5, (before, after)  # normal answers kept (the KL term)
+    log = (tmp_path / "run" / "train_log.jsonl").read_text()
+    assert "loss/negative_active" in log and "loss/cluster" in log
