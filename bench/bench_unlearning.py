@@ -25,7 +25,7 @@ Both are divided by the fp32 (and, where the run uses bf16 autocast, bf16) matmu
 inside the same subprocess, before and after training; the higher of the two is used so that a
 burst of load from other jobs never flatters the share.
 
-    .venv/bin/python bench/bench_unlearning.py [--steps 6] [--warmup 2] [--batch-size 2]
+    .venv/bin/python bench/bench_unlearning.py [--steps 4] [--warmup 1] [--batch-size 2]
         [--num-random-answers 5] [--mode lora|full|both] [--out bench/results/unlearning.json]
 
 ``--variant`` runs the loss with a patched loss function instead of the library's (used to
@@ -115,102 +115,92 @@ def build_data(n_forget: int = 48, n_retain: int = 48):
 
 # ----------------------------------------------------------------------------- loss variants
 #
-# Patched copies of the retain-KL and NLL maths, swapped into the method at run time so their gain
-# can be measured through the unchanged loop. The library's versions are in obliviate.losses.
+# Patched copies of the method's loss, swapped in at run time so that a candidate speed-up or
+# memory saving can be measured through the unchanged training loop. The library's maths is in
+# obliviate.losses and obliviate.methods.ga_mismatch_kl; each variant computes the same values.
+
+VARIANTS = ("baseline", "response_head", "response_head_group_backward")
+
+
+def _response_logits(model, batch, labels_key: str = "labels"):
+    """Logits only where a response token is predicted.
+
+    Runs the decoder stack, keeps the hidden states at positions t whose target t+1 is a response
+    token, and applies the LM head to those rows only. Returns (M, V) logits, (M,) targets, the
+    (M,) example index of each row and the (B,) response-token count per example. Prompt and
+    padding positions never reach the 49k-wide head, its fp32 log_softmax or the saved tensors.
+    """
+    from obliviate.data.formatting import IGNORE_INDEX
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch[labels_key][:, 1:]
+    mask = labels != IGNORE_INDEX
+    rows = mask.nonzero(as_tuple=True)
+    logits = base.get_output_embeddings()(hidden[:, :-1][rows])
+    return logits, labels[rows], rows[0], mask.sum(-1)
+
+
+def _per_example_mean(values, example, count):
+    import torch
+
+    total = torch.zeros(count.shape[0], dtype=values.dtype, device=values.device)
+    total.index_add_(0, example, values)
+    return total / count.clamp(min=1)
 
 
 def _install_variant(name: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from obliviate import losses
-    from obliviate.data.formatting import IGNORE_INDEX
+    from obliviate.methods import ga_mismatch_kl as module
+    from obliviate.methods.base import LossOutput
 
     if name == "baseline":
         return
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown --variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    backward_early = name == "response_head_group_backward"
 
-    def response_rows(logits, labels):
-        """(M, V) logits at the positions that predict a response token, and the (M,) targets,
-        plus the (M,) example index of each row: gathering first means the fp32 log_softmax
-        over the 49k vocabulary runs on response positions only, not on prompt and padding."""
-        logits, labels = logits[:, :-1, :], labels[:, 1:]
-        mask = labels != IGNORE_INDEX
-        rows = mask.nonzero(as_tuple=True)
-        return logits[rows], labels[rows], rows[0], mask.sum(-1)
+    def nll(model, batch):
+        logits, targets, example, count = _response_logits(model, batch)
+        return _per_example_mean(F.cross_entropy(logits.float(), targets, reduction="none"), example, count).mean()
 
-    def per_example_nll(logits, labels):
-        picked, targets, example, count = response_rows(logits, labels)
-        token_nll = F.cross_entropy(picked.float(), targets, reduction="none")
-        total = torch.zeros(labels.shape[0], dtype=token_nll.dtype, device=token_nll.device)
-        total.index_add_(0, example, token_nll)
-        return total / count.clamp(min=1)
+    def loss(self, model, batch, reference):
+        cfg = self.config
+        if cfg.reference_quirks:
+            raise SystemExit("the variants cover the default (masked) losses only")
+        with torch.no_grad():
+            if reference._copy is not None:
+                ref_logits = _response_logits(reference._copy, batch["retain"])[0]
+            else:
+                with reference.adapters_disabled():
+                    ref_logits = _response_logits(model, batch["retain"])[0]
+        terms = []
+        # Each term is a separate graph; with backward_early its activations are freed before the
+        # next group's forward, so the peak holds one group's activations, not all three.
+        for weight, compute in (
+            (cfg.forget_weight, lambda: -nll(model, batch["forget"])),
+            (cfg.retain_weight, lambda: _kl(model, batch["retain"], ref_logits)),
+            (cfg.mismatch_weight, lambda: nll(model, batch["mismatch"])),
+        ):
+            value = compute()
+            if backward_early and len(terms) < 2:
+                (weight * value).backward()
+                value = value.detach()
+            terms.append((weight, value))
+        fgt, nor, rdn = (v for _, v in terms)
+        total = sum(w * v for w, v in terms)
+        return LossOutput(total, {"forget": fgt.item(), "mismatch": rdn.item(), "retain_kl": nor.item()})
 
-    def nll(logits, labels):
-        return per_example_nll(logits, labels).mean()
-
-    def gradient_ascent(logits, labels):
-        return -nll(logits, labels)
-
-    def forward_kl(reference_logits, current_logits, labels, *, all_positions=False, attention_mask=None):
-        if all_positions:
-            raise NotImplementedError("variant covers response-token KL only")
-        ref, _, example, count = response_rows(reference_logits, labels)
-        cur, _, _, _ = response_rows(current_logits, labels)
-        log_p = torch.log_softmax(ref.float(), dim=-1)
+    def _kl(model, batch, ref_logits):
+        cur, _, example, count = _response_logits(model, batch)
+        log_p = torch.log_softmax(ref_logits.float(), dim=-1)
         log_q = torch.log_softmax(cur.float(), dim=-1)
         token_kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
-        total = torch.zeros(labels.shape[0], dtype=token_kl.dtype, device=token_kl.device)
-        total.index_add_(0, example, token_kl)
-        return (total / count.clamp(min=1)).mean()
+        return _per_example_mean(token_kl, example, count).mean()
 
-    if name in ("masked_losses", "masked_losses_fused"):
-        losses.per_example_nll = per_example_nll
-        losses.nll = nll
-        losses.gradient_ascent = gradient_ascent
-        losses.forward_kl = forward_kl
-    if name == "masked_losses_fused":
-        _install_fused_forward()
-    if name not in ("masked_losses", "masked_losses_fused"):
-        raise SystemExit(f"unknown --variant {name!r}")
-
-
-def _install_fused_forward() -> None:
-    """Run the three trained groups as ONE forward pass (fewer, larger matmuls and one backward).
-
-    The rows are right-padded to the longest group; the loss maths is the same per group."""
-    import torch
-
-    from obliviate.methods import ga_mismatch_kl as module
-
-    original_loss = module.GAMismatchKL.loss
-
-    def fused_loss(self, model, batch, reference):
-        names = [n for n in ("forget", "mismatch", "retain") if n in batch]
-        width = max(batch[n]["input_ids"].shape[1] for n in names)
-
-        def pad(t, value):
-            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
-
-        ids = torch.cat([pad(batch[n]["input_ids"], 0) for n in names])
-        att = torch.cat([pad(batch[n]["attention_mask"], 0) for n in names])
-        logits = model(input_ids=ids, attention_mask=att).logits
-        sizes = [batch[n]["input_ids"].shape[0] for n in names]
-        split = dict(zip(names, logits.split(sizes)))
-
-        class _Logits:
-            def __init__(self, value):
-                self.logits = value
-
-        cache = {n: _Logits(split[n][:, : batch[n]["input_ids"].shape[1]]) for n in names}
-        by_id = {id(batch[n]): cache[n] for n in names}
-        real_forward = module.forward
-        module.forward = lambda m, b, **kw: by_id[id(b)] if id(b) in by_id else real_forward(m, b, **kw)
-        try:
-            return original_loss(self, model, batch, reference)
-        finally:
-            module.forward = real_forward
-
-    module.GAMismatchKL.loss = fused_loss
+    module.GAMismatchKL.loss = loss
 
 
 # ----------------------------------------------------------------------------- worker
@@ -278,6 +268,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             "train.save_every=0",
             "train.precision=auto",
             f"train.lora.enabled={'true' if args.worker == 'lora' else 'false'}",
+            *args.set,
         ],
         # The rows are passed in directly; the paths only satisfy the schema and are never read.
         data={"data": {"forget": {"path": "synthetic-forget.jsonl"}, "retain": {"path": "synthetic-retain.jsonl"}}},
@@ -317,6 +308,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "mode": args.worker,
         "variant": args.variant,
+        "overrides": args.set,
         "precision": precision,
         "parameters": n_params,
         "trainable_parameters": summary.get("trainable_parameters"),
@@ -391,6 +383,7 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
         "--num-random-answers", str(args.num_random_answers), "--threads", str(args.threads),
         "--variant", args.variant,
+        *(item for value in args.set for item in ("--set", value)),
     ]
     if args.profile:
         command += ["--profile", f"{args.profile}.{mode}.txt"]
@@ -401,6 +394,11 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     result["wall_seconds_subprocess"] = round(time.perf_counter() - started, 1)
     result.update(flop_rates(result))
     return result
+
+
+def _label(result: dict[str, Any]) -> str:
+    extras = ([] if result["variant"] == "baseline" else [result["variant"]]) + list(result.get("overrides", []))
+    return result["mode"] + (f" ({', '.join(extras)})" if extras else "")
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -424,13 +422,15 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per mode")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per mode")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--num-random-answers", type=int, default=5)
     parser.add_argument("--mode", choices=["lora", "full", "both"], default="both")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variant", default="baseline", help="baseline | masked_losses | masked_losses_fused")
+    parser.add_argument("--variant", default="baseline", choices=VARIANTS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for both modes, e.g. train.lora.dropout=0")
     parser.add_argument("--profile", default=None, help="write a torch.profiler table to PREFIX.<mode>.txt")
     parser.add_argument("--out", default="bench/results/unlearning.json")
     parser.add_argument("--worker", choices=["lora", "full"], help=argparse.SUPPRESS)

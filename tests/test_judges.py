@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -373,6 +372,20 @@ def test_parse_judge_spec():
     for bad in ["", "nope", "classifier", "classifier:/no/such/dir", "llm:http://h/v1", "refusal,window"]:
         with pytest.raises(UserError):
             parse_judge_spec(bad)
+
+
+def test_register_judge_adds_a_spec_name():
+    from obliviate.judges import available_judges, register_judge
+
+    register_judge("counting_for_test", lambda **options: CountingJudge(**{k: v for k, v in options.items() if k != "path"}))
+    assert "counting_for_test" in available_judges()
+    assert parse_judge_spec("counting_for_test:somewhere,batch_size=2") == (
+        "counting_for_test", {"batch_size": 2, "path": "somewhere"}
+    )
+    judge = judge_from_spec("counting_for_test,batch_size=2")
+    assert judge(["p"], ["bad"])[0].harmful
+    with pytest.raises(ValueError):
+        register_judge("refusal", CountingJudge)
 
 
 def test_judge_from_spec_builds_http_judge(endpoint):

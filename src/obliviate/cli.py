@@ -33,6 +33,7 @@ _COMMAND_MODULES = [
     ("obliviate.commands.eval_cmd", None),
     ("obliviate.commands.detect_cmd", None),
     ("obliviate.commands.demo_cmd", None),
+    ("obliviate.commands.finetune_cmd", None),
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from obliviate.early_stopping import EarlyStoppingConfig
 from obliviate.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -109,6 +110,9 @@ class RunConfig(Strict):
     data: DataSection
     method: MethodSection = Field(default_factory=MethodSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    early_stopping: Optional[EarlyStoppingConfig] = Field(
+        default=None, description="evaluator-driven early stopping for any method (see docs/evaluator_gated.md)"
+    )
 
     # Where relative data paths are resolved from (the config file's folder); not user-facing.
     _base_dir: Path = Path(".")

@@ -101,6 +101,7 @@ class EvaluatorStopper:
         self.baseline_normal: Optional[list[str]] = None
         self.checks: list[Check] = []
         self._unwritten: list[Check] = []
+        self._keep_weights = True
         self.best: Optional[Check] = None
         self._snapshot: Optional[dict[str, torch.Tensor]] = None
         self.chosen_step: Optional[int] = None
@@ -145,12 +146,18 @@ class EvaluatorStopper:
 
     # -- baseline and snapshots ----------------------------------------------------------------
 
-    def prepare(self, model, tokenizer, run_dir: Optional[Path] = None, is_main: bool = True) -> Check:
+    def prepare(
+        self, model, tokenizer, run_dir: Optional[Path] = None, is_main: bool = True, *, keep_weights: bool = True
+    ) -> Check:
         """Measure the untrained model (step 0): its normal answers become the similarity
-        baseline, and its trainable weights the fallback to restore."""
+        baseline, and its trainable weights the fallback to restore. ``keep_weights=False`` skips
+        that copy: useful before LoRA is attached, where restoring step 0 means zeroing the
+        adapters (done without a copy) while a copy would hold the whole model."""
+        self._keep_weights = keep_weights
         self.baseline_normal = self._answers(model, tokenizer, self.normal) if self.normal else []
         check = self.evaluate(model, tokenizer, 0)
         self._record(check, model, run_dir, is_main)
+        self._keep_weights = True
         return check
 
     def _prepare_late(self, state) -> None:
@@ -171,15 +178,29 @@ class EvaluatorStopper:
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
     def _take_snapshot(self, model) -> None:
-        if self.config.restore_best:
+        self._snapshot = None
+        if self.config.restore_best and self._keep_weights:
             self._snapshot = {n: p.detach().to("cpu", copy=True) for n, p in self._trainable(model).items()}
 
     def _restore(self, model) -> None:
-        if self._snapshot is None:
-            return
+        """Put back the best check's trainable weights.
+
+        Matched by name. A LoRA ``lora_B`` matrix the snapshot lacks (the snapshot was taken
+        before the adapters were attached, or not at all) is zeroed, which switches its adapter
+        off: that is exactly the original model, the step-0 check.
+        """
+        snapshot = self._snapshot or {}
+        missed = []
         with torch.no_grad():
             for name, param in self._trainable(model).items():
-                param.copy_(self._snapshot[name].to(param.device))
+                if name in snapshot:
+                    param.copy_(snapshot[name].to(param.device))
+                elif "lora_B" in name:
+                    param.zero_()
+                elif "lora_A" not in name:
+                    missed.append(name)
+        if missed:
+            warnings.warn(f"early stopping could not restore {len(missed)} weights (e.g. {missed[0]}); the model is kept as is", stacklevel=3)
 
     def _record(self, check: Check, model, run_dir: Optional[Path], is_main: bool) -> None:
         self.checks.append(check)

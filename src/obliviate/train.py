@@ -248,6 +248,12 @@ def run_training(
     unwrapped = accelerator.unwrap_model(model)
     reference = Reference(model, frozen) if method.needs_reference else None
     method.setup(unwrapped, reference, {"tokenizer": tokenizer, "encoder": encoder, "data": data, "device": accelerator.device})
+    if config.early_stopping is not None:
+        from obliviate.early_stopping import build_stopper
+
+        stopper = build_stopper(config.early_stopping, data=data, template=config.data.template, base_dir=config._base_dir)
+        stopper.prepare(unwrapped, tokenizer, run_dir, is_main)
+        stop_hooks = [*stop_hooks, stopper]
 
     start_step = 0
     log_path = run_dir / "train_log.jsonl"

@@ -8,7 +8,14 @@ from obliviate.judges.base import Judge, Verdict
 from obliviate.judges.classifier import ClassifierJudge, HarmClassifier, effectiveness, train_classifier
 from obliviate.judges.llm import HttpLMJudge, LocalLMJudge
 from obliviate.judges.refusal import RefusalJudge, is_degenerate, is_refusal
-from obliviate.judges.registry import JUDGE_NAMES, get_judge, judge_from_spec, parse_judge_spec
+from obliviate.judges.registry import (
+    JUDGE_NAMES,
+    available_judges,
+    get_judge,
+    judge_from_spec,
+    parse_judge_spec,
+    register_judge,
+)
 
 __all__ = [
     "ClassifierJudge",
@@ -19,11 +26,13 @@ __all__ = [
     "LocalLMJudge",
     "RefusalJudge",
     "Verdict",
+    "available_judges",
     "effectiveness",
     "get_judge",
     "is_degenerate",
     "is_refusal",
     "judge_from_spec",
     "parse_judge_spec",
+    "register_judge",
     "train_classifier",
 ]

@@ -97,9 +97,15 @@ class ReferenceJudge(Judge):
                     raise UserError(f"{where}: reference rows need a string field '{prompt_field}' (set prompt_field=)")
                 self._add_row(row[prompt_field], row, where)
 
+    @staticmethod
+    def _field(row: Mapping[str, Any], name: str) -> Any:
+        """``name``, or its snake-case form (the CSV's "Correct Answers" is the hub's correct_answers)."""
+        value = row.get(name)
+        return value if value is not None else row.get(name.lower().replace(" ", "_"))
+
     def _add_row(self, prompt: str, row: Mapping[str, Any], where: str) -> None:
-        correct = split_answers(row.get(self.correct_field), self.separator)
-        incorrect = split_answers(row.get(self.incorrect_field), self.separator)
+        correct = split_answers(self._field(row, self.correct_field), self.separator)
+        incorrect = split_answers(self._field(row, self.incorrect_field), self.separator)
         if not correct or not incorrect:
             raise UserError(
                 f"{where}: the reference judge needs non-empty fields '{self.correct_field}' and "
@@ -110,7 +116,7 @@ class ReferenceJudge(Judge):
     def attach_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Take references from the rows being judged (each a dict with ``prompt``) where present."""
         for number, row in enumerate(rows, start=1):
-            if row.get(self.correct_field) is not None or row.get(self.incorrect_field) is not None:
+            if self._field(row, self.correct_field) is not None or self._field(row, self.incorrect_field) is not None:
                 self._add_row(row["prompt"], row, f"row {number}")
 
     @property

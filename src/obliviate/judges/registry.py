@@ -72,6 +72,25 @@ _FACTORIES: dict[str, Callable[..., Judge]] = {
     "reference": _make_reference,
     "privacy": _make_privacy,
 }
+# For judges registered later: the option that receives the ``:target`` part of a spec.
+_TARGET_OPTIONS: dict[str, str | None] = {}
+
+
+def register_judge(name: str, factory: Callable[..., Judge], target_option: str | None = "path") -> None:
+    """Add a judge to the registry, so ``get_judge(name)`` and spec strings know it.
+
+    ``factory(**options)`` builds the judge; in a spec ``name:TARGET,key=value``, TARGET is
+    passed as the option ``target_option`` (None: the judge takes no target).
+    """
+    if name in JUDGE_NAMES:
+        raise ValueError(f"judge '{name}' is built in and cannot be replaced")
+    _FACTORIES[name] = factory
+    _TARGET_OPTIONS[name] = target_option
+
+
+def available_judges() -> list[str]:
+    """Names ``get_judge`` accepts."""
+    return list(_FACTORIES)
 
 
 def get_judge(name: str, **options: Any) -> Judge:
@@ -84,7 +103,7 @@ def get_judge(name: str, **options: Any) -> Judge:
     """
     factory = _FACTORIES.get(name)
     if factory is None:
-        raise UserError(f"unknown judge '{name}'; known judges: {', '.join(JUDGE_NAMES)}")
+        raise UserError(f"unknown judge '{name}'; known judges: {', '.join(available_judges())}")
     try:
         return factory(**options)
     except TypeError as err:
@@ -118,7 +137,7 @@ def parse_judge_spec(spec: str) -> tuple[str, dict[str, Any]]:
     name, _, target = head.partition(":")
     name = name.strip()
     if name not in _FACTORIES:
-        raise UserError(f"judge spec '{spec}': unknown judge '{name}'; known judges: {', '.join(JUDGE_NAMES)}")
+        raise UserError(f"judge spec '{spec}': unknown judge '{name}'; known judges: {', '.join(available_judges())}")
     if name == "classifier":
         if not target:
             raise UserError(f"judge spec '{spec}': give the classifier folder as classifier:DIR")
@@ -138,6 +157,11 @@ def parse_judge_spec(spec: str) -> tuple[str, dict[str, Any]]:
         options["path"] = target
     elif name == "refusal" and target:
         raise UserError(f"judge spec '{spec}': the refusal judge takes no target (use refusal or refusal,window=N)")
+    elif target and name not in JUDGE_NAMES:
+        option = _TARGET_OPTIONS.get(name)
+        if option is None:
+            raise UserError(f"judge spec '{spec}': the {name} judge takes no ':target'")
+        options[option] = target
     return name, options
 
 

@@ -24,7 +24,7 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
   bound and the model collapses (measured on the default model: up to 87% degenerate answers).
   The hinge stops pushing a token once the current model gives it ``m`` nats less than the
   original did, so its gradient vanishes once the answer is "far enough" and the other terms take
-  over; it is bounded in [0, m + log-ratio] and cannot run away. Measuring the distance against
+  over; it is never below 0, so minimising it cannot run away. Measuring the distance against
   the original model (not an absolute NLL) makes the margin mean the same for tokens the original
   was sure of and tokens it was not. (NPO is a smooth alternative with a similar bound.)
 * Positive term. "The cluster mean of the expected outputs" is read in representation space:

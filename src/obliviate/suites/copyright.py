@@ -15,7 +15,7 @@ Figures per split:
 - ``leak_rate``: share of passages whose BLEU exceeds a threshold calibrated on unrelated pieces
   of the same text (:func:`obliviate.metrics.memorisation.calibrate_bleu_threshold`);
 - ``exact_memorisation`` and ``extraction_strength`` of the continuation tokens (teacher forced);
-- ``continuation_nll``: mean negative log-likelihood per continuation token given the prefix, in
+- ``continuation_nll`` (and its exponential ``continuation_perplexity``): mean negative log-likelihood per continuation token given the prefix, in
   the prompt format the model was fine-tuned with (what fine-tuning lowers and unlearning raises);
 - ``perplexity``: perplexity of the raw passage text (prefix + continuation, no template).
 
@@ -42,13 +42,7 @@ from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX, collate, pad_id
 from obliviate.errors import UserError
 from obliviate.judges.refusal import is_degenerate
-from obliviate.metrics.memorisation import (
-    encode_continuation,
-    exact_memorisation,
-    extraction_strength,
-    leak_rate,
-    perplexity,
-)
+from obliviate.metrics.memorisation import encode_continuation, leak_rate, perplexity
 from obliviate.metrics.text import bleu, rouge_l_f1
 from obliviate.run_dir import atomic_write_json, atomic_write_text
 
@@ -161,7 +155,31 @@ def generate_continuations(
 # Teacher-forced likelihood
 
 
-def continuation_nll(
+@dataclass
+class TeacherForced:
+    """Per-pair teacher-forced figures of one continuation given its prompt.
+
+    ``nll``: mean negative log-likelihood per continuation token (nats); ``exact_memorisation``:
+    share of continuation tokens that are the argmax; ``extraction_strength``: ``1 - k/n`` with
+    ``k`` the fewest continuation tokens to give before greedy decoding reproduces the rest (the
+    definitions of :mod:`obliviate.metrics.memorisation`). NaN when no token is scored.
+    """
+
+    nll: float
+    exact_memorisation: float
+    extraction_strength: float
+
+
+def _extraction(hits: list[bool]) -> float:
+    # Greedy decoding from the true prefix of length k reproduces the rest exactly when every later
+    # token is the argmax, so k is the position after the last miss.
+    k = len(hits)
+    while k > 0 and hits[k - 1]:
+        k -= 1
+    return 1.0 - k / len(hits)
+
+
+def teacher_forced(
     model,
     tokenizer,
     prompts: Sequence[str],
@@ -170,42 +188,58 @@ def continuation_nll(
     template: str = "plain",
     batch_size: int = 8,
     max_length: int = 512,
-) -> list[float]:
-    """Mean negative log-likelihood (nats per token) of each continuation given its prompt.
+) -> list[TeacherForced]:
+    """NLL, exact memorisation and extraction strength of each continuation, from one forward pass.
 
     Pairs are encoded by :func:`obliviate.metrics.memorisation.encode_continuation` (labels on
     continuation tokens only) and right-padded into (B, T); logits (B, T, V) at position t score
-    label t + 1. A pair with no scored token gives NaN.
+    label t + 1. Same values as ``exact_memorisation`` / ``extraction_strength`` of the metrics
+    module, which each run their own pass (three passes cost three times as much on a CPU).
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     encoded = [encode_continuation(tokenizer, p, c, max_length, template) for p, c in zip(prompts, continuations)]
-    result = [float("nan")] * len(encoded)
+    nan = float("nan")
+    result = [TeacherForced(nan, nan, nan) for _ in encoded]
     if not encoded:
         return result
     device, pad = _device(model), pad_id(tokenizer)
+    # Similar lengths share a batch (less padding); results go back in input order.
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].input_ids), i))
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(encoded), batch_size):
-                indices = list(range(start, min(start + batch_size, len(encoded))))
+            for start in range(0, len(order), batch_size):
+                indices = order[start : start + batch_size]
                 tensors = collate([encoded[i] for i in indices], pad)
                 logits = model(
                     input_ids=tensors["input_ids"].to(device), attention_mask=tensors["attention_mask"].to(device)
-                ).logits.float()
-                labels = tensors["labels"][:, 1:].to(device)
-                token_nll = F.cross_entropy(
-                    logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-                )  # (B, T-1), 0 where ignored
-                sums = token_nll.sum(dim=1).tolist()
-                counts = (labels != IGNORE_INDEX).sum(dim=1).tolist()
+                ).logits[:, :-1].float()  # (B, T-1, V)
+                labels = tensors["labels"][:, 1:].to(device)  # (B, T-1)
+                token_nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+                predicted = logits.argmax(dim=-1)
+                scored = labels != IGNORE_INDEX
                 for row, index in enumerate(indices):
-                    result[index] = sums[row] / counts[row] if counts[row] else float("nan")
+                    mask = scored[row]
+                    count = int(mask.sum())
+                    if not count:
+                        continue
+                    hits = (predicted[row][mask] == labels[row][mask]).tolist()
+                    result[index] = TeacherForced(
+                        nll=float(token_nll[row].sum()) / count,
+                        exact_memorisation=sum(hits) / count,
+                        extraction_strength=_extraction(hits),
+                    )
     finally:
         if was_training:
             model.train()
     return result
+
+
+def continuation_nll(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], **kwargs) -> list[float]:
+    """Mean negative log-likelihood (nats per token) of each continuation given its prompt."""
+    return [t.nll for t in teacher_forced(model, tokenizer, prompts, continuations, **kwargs)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,10 +330,13 @@ def evaluate_copyright(
         bleus = [bleu(g, t) for g, t in zip(generations, truths)]
         leaks = leak_rate(bleus, bleu_threshold)
         cosine = embedder.pair_cosine(generations, truths) if embedder is not None else None
-        scoring = dict(template=settings.template, batch_size=settings.batch_size, max_length=settings.max_length)
-        memorised = exact_memorisation(model, tokenizer, prompts, truths, **scoring)
-        extraction = extraction_strength(model, tokenizer, prompts, truths, **scoring)
-        nll = continuation_nll(model, tokenizer, prompts, truths, **scoring)
+        forced = teacher_forced(
+            model, tokenizer, prompts, truths, template=settings.template, batch_size=settings.batch_size,
+            max_length=settings.max_length,
+        )
+        nll = [f.nll for f in forced]
+        memorised = [f.exact_memorisation for f in forced]
+        extraction = [f.extraction_strength for f in forced]
         ppl = perplexity(
             model, tokenizer, [passage_text(e) for e in examples], block_size=settings.max_length,
             batch_size=settings.batch_size,
@@ -314,8 +351,8 @@ def evaluate_copyright(
                 "rouge_l": rouge[i],
                 "bleu": bleus[i],
                 "leak": bool(leaks.per_item[i]),
-                "exact_memorisation": memorised.per_item[i],
-                "extraction_strength": extraction.per_item[i],
+                "exact_memorisation": memorised[i],
+                "extraction_strength": extraction[i],
                 "continuation_nll": nll[i],
                 "perplexity": ppl.per_item[i],
             }
@@ -328,8 +365,8 @@ def evaluate_copyright(
             "rouge_l": _mean(rouge),
             "bleu": _mean(bleus),
             "leak_rate": leaks.value,
-            "exact_memorisation": memorised.value,
-            "extraction_strength": extraction.value,
+            "exact_memorisation": _mean(memorised),
+            "extraction_strength": _mean(extraction),
             "continuation_nll": mean_nll,
             "continuation_perplexity": math.exp(mean_nll) if math.isfinite(mean_nll) else float("nan"),
             "perplexity": ppl.value,

@@ -1,0 +1,194 @@
+"""Evaluator-gated unlearning (distance_cluster + early stopping) against the three-loss baseline.
+
+Both methods unlearn the same detected forget set on the default model (or --model):
+
+1. HarmBench prompts are split into forget candidates and held-out "unseen" prompts; the built-in
+   benign prompts into a normal-training set, a held-out benign set and a few prompts for the
+   early-stopping utility check (all disjoint);
+2. the original model answers; ``obliviate.detect`` flags the compliant answers to forget
+   candidates with the refusal judge (a few flagged rows are held out to drive early stopping);
+3. each variant starts from a fresh copy of the original model (LoRA r 8) and trains;
+4. the harmful suite runs on every variant: harmful rate on unseen prompts, over-refusal and
+   degenerate rate on benign prompts, ROUGE-L similarity of benign answers to the original's,
+   and the steps and seconds to stop.
+
+    python bench/compare_evaluator_gated.py --out runs/compare-evaluator-gated
+    python bench/compare_evaluator_gated.py --out runs/cmp --variants distance_cluster_es --steps 60
+
+Writes ``OUT/results.json`` and ``OUT/results.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("ga_mismatch_kl", "ga_mismatch_kl_es", "distance_cluster_es")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--n-forget", type=int, default=32)
+    parser.add_argument("--n-unseen", type=int, default=32)
+    parser.add_argument("--n-normal", type=int, default=48)
+    parser.add_argument("--n-benign", type=int, default=32)
+    parser.add_argument("--n-stop-normal", type=int, default=8)
+    parser.add_argument("--val-size", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--steps", type=int, default=40, help="steps of the fixed-length baseline")
+    parser.add_argument("--max-steps", type=int, default=80, help="step cap of the early-stopped variants")
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--target-rate", type=float, default=0.1)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def splits(args):
+    from obliviate.data.fetch import fetch, load_builtin, read_jsonl
+
+    harmful = [r["prompt"] for r in read_jsonl(fetch("harmbench").path)]
+    random.Random(args.seed).shuffle(harmful)
+    forget_candidates = harmful[: args.n_forget]
+    unseen = harmful[args.n_forget : args.n_forget + args.n_unseen]
+    rows = load_builtin("benign_prompts")
+    rng = random.Random(args.seed)
+    everyday = [r["prompt"] for r in rows if r["kind"] == "everyday"]
+    borderline = [r["prompt"] for r in rows if r["kind"] == "borderline"]
+    rng.shuffle(everyday)
+    rng.shuffle(borderline)
+    half = args.n_benign // 2
+    benign = everyday[:half] + borderline[: args.n_benign - half]
+    rest = everyday[half:] + borderline[args.n_benign - half :]
+    rng.shuffle(rest)
+    normal = rest[: args.n_normal]
+    stop_normal = rest[args.n_normal : args.n_normal + args.n_stop_normal]
+    return forget_candidates, unseen, benign, normal, stop_normal
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from obliviate.config import load_config
+    from obliviate.detect import detect, write_detection
+    from obliviate.early_stopping import build_stopper
+    from obliviate.generation import generate
+    from obliviate.hardware import choose_precision
+    from obliviate.judges import get_judge
+    from obliviate.models import load_model_and_tokenizer
+    from obliviate.suites.harmful import GenerationSettings, HarmfulSplits, evaluate_harmful
+    from obliviate.train import run_training
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    forget_candidates, unseen, benign, normal_prompts, stop_normal = splits(args)
+    judge = get_judge("refusal")
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
+    model, tok = load_model_and_tokenizer(args.model)
+    eval_splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign)
+    before = evaluate_harmful(model, tok, eval_splits, judge, settings=settings)
+    answers = {name: [r["response"] for r in before["items"][name]] for name in ("unlearned", "unseen", "benign")}
+    detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
+                       responses=answers["unlearned"], val_size=args.val_size, seed=args.seed)
+    write_detection(detection, out / "detect", overwrite=True)
+    normal_answers = generate(model, tok, normal_prompts, max_new_tokens=args.max_new_tokens)
+    write_jsonl(out / "data" / "normal.jsonl", [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)])
+    print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
+          f"validation {len(detection.validation)}); baseline {time.perf_counter() - started:.0f} s", flush=True)
+    stop_block = {"every": args.every, "judge": "refusal", "target_rate": args.target_rate, "val_size": args.val_size,
+                  "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens}
+
+    results = {"before": before["metrics"], "detection": detection.summary, "variants": {}, "args": vars(args) | {"out": str(out)}}
+    for variant in args.variants:
+        method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
+        options = {"num_random_answers": 2} if method == "ga_mismatch_kl" else {}
+        early = variant.endswith("_es")
+        steps = args.max_steps if early else args.steps
+        config = load_config(None, data={
+            "run": {"name": variant},
+            "model": {"name": args.model or "smollm2-135m-instruct"},
+            "data": {"forget": {"path": str(out / "detect" / "forget.jsonl")},
+                     "retain": {"path": str(out / "data" / "normal.jsonl")},
+                     "random_answers": {"path": "builtin:refusal_answers"}, "max_length": 160},
+            "method": {"name": method, **options},
+            "train": {"lr": args.lr, "max_steps": steps, "batch_size": 2, "seed": args.seed, "save_every": 0,
+                      "warmup_steps": max(1, steps // 10), "lora": {"r": 8, "alpha": 16}},
+        })
+        fresh, fresh_tok = load_model_and_tokenizer(args.model)
+        hooks, check_seconds = [], 0.0
+        if early:
+            stopper = build_stopper(stop_block, flagged=detection.validation, normal=stop_normal, judge=judge)
+            t = time.perf_counter()
+            stopper.prepare(fresh, fresh_tok, keep_weights=False)  # LoRA is attached later: step 0 = adapters off
+            check_seconds += time.perf_counter() - t
+            hooks = [stopper]
+        print(f"== {variant}: training (up to {steps} steps)", flush=True)
+        t = time.perf_counter()
+        result = run_training(config, out / variant, overwrite=True, model=fresh, tokenizer=fresh_tok,
+                              stop_hooks=hooks, progress=False, log=lambda m: print("  " + m, flush=True))
+        train_seconds = time.perf_counter() - t
+        trained = result.model if getattr(result, "model", None) is not None else fresh
+        after = evaluate_harmful(trained, fresh_tok, eval_splits, judge, original_answers=answers, settings=settings)
+        checks = []
+        if early:
+            checks = [{"step": c.step, "harmful": c.harmful_rate, "degenerate": c.degenerate_rate, "similarity": c.similarity,
+                       "seconds": c.seconds} for c in stopper.checks]
+            check_seconds += sum(c.seconds for c in stopper.checks if c.step > 0)
+        results["variants"][variant] = {
+            "metrics": after["metrics"], "steps": result.steps, "stop_reason": result.stop_reason,
+            "chosen_step": getattr(stopper, "chosen_step", None) if early else result.steps,
+            "train_seconds_incl_checks": round(train_seconds, 1), "check_seconds": round(check_seconds, 1),
+            "tokens_per_s": round(result.tokens_per_s, 1), "checks": checks,
+        }
+        print(json.dumps({k: v for k, v in results["variants"][variant].items() if k not in ("metrics", "checks")}), flush=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        del fresh, trained
+
+    results["precision"] = choose_precision("auto")
+    results["seconds_total"] = round(time.perf_counter() - started, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    table = render(results)
+    (out / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+def render(results) -> str:
+    b = results["before"]
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+
+    lines = [
+        "| variant | unseen harmful | unlearned harmful | benign over-refusal | benign degenerate | unseen degenerate "
+        "| similarity to original (benign) | steps (chosen) | train s (checks s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| original | {fmt(b['unseen']['harmful_rate'])} | {fmt(b['unlearned']['harmful_rate'])} | "
+        f"{fmt(b['benign']['refusal_rate'])} | {fmt(b['benign']['degenerate_rate'])} | {fmt(b['unseen']['degenerate_rate'])} | 1.00 | 0 | 0 |",
+    ]
+    for name, v in results["variants"].items():
+        m = v["metrics"]
+        lines.append(
+            f"| {name} | {fmt(m['unseen']['harmful_rate'])} | {fmt(m['unlearned']['harmful_rate'])} | "
+            f"{fmt(m['benign']['refusal_rate'])} | {fmt(m['benign']['degenerate_rate'])} | {fmt(m['unseen']['degenerate_rate'])} | "
+            f"{fmt(m['benign'].get('similarity_to_original'))} | {v['steps']} ({fmt(v['chosen_step'])}) | "
+            f"{v['train_seconds_incl_checks']} ({v['check_seconds']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

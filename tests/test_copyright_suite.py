@@ -1,0 +1,199 @@
+"""The copyright suite and scenario on tiny models: scripted figures, memorise-then-unlearn, report."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from obliviate.data.examples import Example
+from obliviate.errors import UserError
+from obliviate.suites import copyright as suite
+from obliviate.testing import tiny_model, tiny_tokenizer
+
+
+class UniformLM(torch.nn.Module):
+    """Predicts every token with probability 1/V: perplexity V, NLL log V, argmax token 0."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # so the suite can find a device
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        batch, length = input_ids.shape
+        return SimpleNamespace(logits=torch.zeros(batch, length, self.vocab) + 0 * self.anchor)
+
+
+FORGET = [
+    Example("The lighthouse keeper counted the ships", "that never came back from the northern sea.",
+            {"passage_id": "f1"}),
+    Example("Mara folded the letter twice", "and hid it under the loose stone by the well.", {"passage_id": "f2"}),
+]
+RETAIN = [Example("Rain fell on the harbour all night", "and by morning the boats were full of water.")]
+
+
+def test_scripted_case_gives_hand_computed_figures(monkeypatch):
+    tok = tiny_tokenizer()
+    model = UniformLM(len(tok))
+    scripted = {
+        FORGET[0].prompt: FORGET[0].response,  # verbatim: a leak
+        FORGET[1].prompt: "Completely different words here, nothing shared at all.",
+        RETAIN[0].prompt: RETAIN[0].response,
+    }
+    monkeypatch.setattr(suite, "generate_continuations", lambda m, t, prompts, **kw: [scripted[p] for p in prompts])
+    monkeypatch.setattr("obliviate.generation.generate",
+                        lambda m, t, prompts, **kw: ["Boil it for six minutes.", "!!!! ???? $$$$ %%%% ^^^^"])
+    result = suite.evaluate_copyright(
+        model, tok, {"forget": FORGET, "retain": RETAIN}, general_texts=["Some general text, not from a book."],
+        bleu_threshold=0.5, benign=["How long to boil an egg?", "Say something."],
+    )
+    forget, retain = result["metrics"]["forget"], result["metrics"]["retain"]
+    assert forget["count"] == 2
+    assert [r["leak"] for r in result["items"]["forget"]] == [True, False]
+    assert forget["leak_rate"] == 0.5
+    assert result["items"]["forget"][0]["rouge_l"] == pytest.approx(1.0)
+    assert result["items"]["forget"][0]["bleu"] == pytest.approx(1.0)
+    assert result["items"]["forget"][1]["rouge_l"] == 0.0
+    assert retain["leak_rate"] == 1.0 and retain["rouge_l"] == pytest.approx(1.0)
+    # A uniform model: every token costs log V nats, so every perplexity is V; its argmax (token 0,
+    # the pad token) never matches the text, so nothing is memorised or extractable.
+    vocab = len(tok)
+    assert forget["continuation_nll"] == pytest.approx(math.log(vocab), rel=1e-5)
+    assert forget["continuation_perplexity"] == pytest.approx(vocab, rel=1e-4)
+    assert forget["perplexity"] == pytest.approx(vocab, rel=1e-4)
+    assert result["metrics"]["general"]["perplexity"] == pytest.approx(vocab, rel=1e-4)
+    assert forget["exact_memorisation"] == 0.0 and forget["extraction_strength"] == 0.0
+    assert result["metrics"]["benign"] == {"count": 2, "degenerate_rate": 0.5}
+    assert "cosine" not in forget and result["embedder"] is None
+    assert result["items"]["forget"][1]["passage_id"] == "f2"
+    assert result["bleu_threshold"] == 0.5
+
+
+def test_cosine_from_the_embedder(monkeypatch):
+    tok = tiny_tokenizer()
+    monkeypatch.setattr(suite, "generate_continuations", lambda m, t, prompts, **kw: ["x"] * len(prompts))
+
+    class FakeEmbedder:
+        def pair_cosine(self, a, b):
+            return [0.25] * len(a)
+
+    result = suite.evaluate_copyright(
+        UniformLM(len(tok)), tok, {"forget": FORGET}, general_texts=["text"], bleu_threshold=0.5,
+        embedder=FakeEmbedder(), benign=[],
+    )
+    assert result["metrics"]["forget"]["cosine"] == pytest.approx(0.25)
+    assert "benign" not in result["metrics"]
+
+
+def test_write_results(tmp_path, monkeypatch):
+    tok = tiny_tokenizer()
+    monkeypatch.setattr(suite, "generate_continuations", lambda m, t, prompts, **kw: ["x"] * len(prompts))
+    result = suite.evaluate_copyright(
+        UniformLM(len(tok)), tok, {"forget": FORGET}, general_texts=["text"], bleu_threshold=0.5, benign=[]
+    )
+    path = suite.write_copyright_results(result, tmp_path, "after")
+    saved = json.loads(path.read_text())
+    assert path == tmp_path / "eval" / "copyright_after.json"
+    assert "items" not in saved and saved["metrics"]["forget"]["count"] == 2
+    lines = (tmp_path / "generations" / "copyright_after_forget.jsonl").read_text().splitlines()
+    assert [json.loads(line)["passage_id"] for line in lines] == ["f1", "f2"]
+
+
+def test_raw_continuations_do_not_depend_on_batching():
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok), seed=3)
+    prompts = ["A short one", "A much longer prompt that needs left padding in a batch"]
+    together = suite.generate_continuations(model, tok, prompts, template="none", max_new_tokens=6, batch_size=2)
+    alone = [suite.generate_continuations(model, tok, [p], template="none", max_new_tokens=6)[0] for p in prompts]
+    assert together == alone and len(together) == 2
+
+
+def test_one_pass_scores_match_the_metrics_module(memorised_model_dir):
+    from obliviate.metrics.memorisation import exact_memorisation, extraction_strength
+    from obliviate.models import load_model_and_tokenizer
+
+    from conftest import FORGET as ROWS
+
+    model, tok = load_model_and_tokenizer(str(memorised_model_dir))
+    prompts, answers = [r["prompt"] for r in ROWS], [r["response"] for r in ROWS]
+    forced = suite.teacher_forced(model, tok, prompts, answers, template="auto", batch_size=3)
+    em = exact_memorisation(model, tok, prompts, answers, template="auto")
+    es = extraction_strength(model, tok, prompts, answers, template="auto")
+    assert [f.exact_memorisation for f in forced] == pytest.approx(em.per_item)
+    assert [f.extraction_strength for f in forced] == pytest.approx(es.per_item)
+    assert max(em.per_item) > 0.5  # the fixture memorised its rows: a non-trivial comparison
+    from obliviate.generation import score_loglik
+
+    logliks = score_loglik(model, tok, prompts, answers, template="auto")
+    assert [f.nll for f in forced] == pytest.approx([-ll.mean for ll in logliks], rel=1e-4)
+
+
+def test_passage_text_restores_the_space_at_the_cut():
+    assert suite.passage_text(Example("one two", "three")) == "one two three"
+    assert suite.passage_text(Example("one two ", "three")) == "one two three"
+
+
+def test_bad_template_is_a_user_error():
+    with pytest.raises(UserError, match="template"):
+        suite.CopyrightSettings(template="markdown")
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole scenario on the tiny model
+
+
+TINY_RECIPE = """
+book: {{source: synthetic, chapters: 3, paragraphs_per_chapter: 2, prefix_chars: 120, forget: 1, unseen: 1}}
+finetune:
+  data: {{template: plain, max_length: 512}}
+  train: {{lr: 3.0e-2, max_steps: 40, batch_size: 6, seed: 0}}
+unlearn:
+  method: {{name: ga_mismatch_kl, num_random_answers: 1}}
+  train: {{lr: 2.0e-2, max_steps: 8, batch_size: 2, seed: 0}}
+eval: {{max_new_tokens: 8, benign_prompts: 2, embedder: false, original: true}}
+model: {model}
+"""
+
+
+def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_dir):
+    from obliviate.copyright_demo import run_copyright_demo
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(TINY_RECIPE.format(model=tiny_model_dir))
+    out = tmp_path / "demo"
+    summary = run_copyright_demo(out, config=recipe, progress=False, log=lambda m: None)
+    nll = {stage: summary["metrics"][stage]["forget"]["continuation_nll"] for stage in ("original", "finetuned", "unlearned")}
+    # Fine-tuning raises the likelihood of the forget continuations, unlearning lowers it again.
+    assert nll["finetuned"] < nll["original"] - 0.3
+    assert nll["unlearned"] > nll["finetuned"] + 0.3
+    for name in ("report.html", "summary.json", "eval/copyright_unlearned.json", "data/forget.jsonl",
+                 "finetune/model/config.json", "unlearn/model/adapter_config.json", "plots/rouge_l_by_split.png"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "summary.json").read_text())
+    assert set(saved["targets"]) == {
+        "finetuned_forget_rouge_l >= 0.5", "forget_rouge_l_drop >= 0.9",
+        "retain_perplexity_rise <= 0.2", "general_perplexity_rise <= 0.1",
+    }
+    assert saved["split_sizes"] == {"forget": 2, "unseen": 2, "retain": 2}
+    assert {row["split"] for row in saved["rows"]} == {"forget", "unseen", "retain", "general", "benign"}
+    # The unlearned adapter, loaded back from disk on the saved fine-tuned model, gives the same figures.
+    model, tok = suite.load_model_for_eval(out / "unlearn")
+    forget = [Example(r["prompt"], r["response"]) for r in map(json.loads, (out / "data/forget.jsonl").read_text().splitlines())]
+    again = suite.continuation_nll(model, tok, [e.prompt for e in forget], [e.response for e in forget], template="plain")
+    assert sum(again) / len(again) == pytest.approx(nll["unlearned"], rel=1e-3)
+
+
+def test_recipe_errors_name_the_file_and_field(tmp_path):
+    from obliviate.copyright_demo import load_recipe, stage_configs
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("book:\n  prefix_char: 100\n")
+    with pytest.raises(UserError, match=r"bad.yaml:2: unknown key 'prefix_char'.*prefix_chars"):
+        load_recipe(bad)
+    recipe, source = load_recipe(None, ["unlearn.train.lr=-1"])
+    with pytest.raises(UserError, match="section unlearn"):
+        stage_configs(recipe, tmp_path, source)

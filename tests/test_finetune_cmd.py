@@ -1,0 +1,96 @@
+"""``obliviate finetune`` end to end on the tiny model, and its config layering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from obliviate.commands import finetune_cmd
+from obliviate.errors import UserError
+
+from conftest import FORGET, RETAIN, write_jsonl
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:  # a group, so the command is addressed by name as in the real CLI
+        pass
+
+    finetune_cmd.register(app)
+    return app
+
+
+def test_scaled_warmup_keeps_a_tenth_of_short_runs():
+    assert finetune_cmd.scaled_warmup(5000) == 100
+    assert finetune_cmd.scaled_warmup(1000) == 100
+    assert finetune_cmd.scaled_warmup(31) == 4  # ceil(3.1)
+    assert finetune_cmd.scaled_warmup(1) == 1
+
+
+def test_config_layers_defaults_full_yaml_and_overrides(tmp_path):
+    data = write_jsonl(tmp_path / "all.jsonl", FORGET + RETAIN)
+    cfg = finetune_cmd.finetune_config(data, n_examples=8)
+    assert cfg.method.name == "finetune"
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.weight_decay) == (2e-4, 3, 0.1)
+    assert (cfg.train.lora.enabled, cfg.train.lora.r, cfg.train.lora.alpha, cfg.train.lora.dropout) == (True, 16, 32, 0.05)
+    assert cfg.train.warmup_steps == 1  # 3 epochs x 8 rows / batch 4 = 6 steps -> ceil(0.6)
+    full = finetune_cmd.finetune_config(data, full=True)
+    assert not full.train.lora.enabled and full.train.lr == 2e-5
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("train:\n  lr: 5.0e-4\n  warmup_steps: 7\n")
+    cfg = finetune_cmd.finetune_config(data, config_path=recipe, overrides=["train.epochs=1"], n_examples=8)
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.warmup_steps) == (5e-4, 1, 7)
+    with pytest.raises(UserError, match="finetune"):
+        finetune_cmd.finetune_config(data, overrides=["method.name=ga"])
+
+
+def test_finetune_command_end_to_end(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "all.jsonl", FORGET + RETAIN)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(_app(), [
+        "finetune", "--data", str(data), "--run-dir", str(run), "--no-progress",
+        f"model.name={tiny_model_dir}", "train.epochs=2", "train.batch_size=2", "train.lr=1e-2",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["method"]["name"] == "finetune"
+    assert config["train"]["lora"]["r"] == 16 and config["train"]["weight_decay"] == 0.1
+    assert config["train"]["warmup_steps"] == 1  # 2 epochs x 8 rows / batch 2 = 8 steps -> ceil(0.8)
+    assert (run / "model" / "adapter_config.json").is_file()
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 8
+    # Fine-tuning at this rate fits the eight answers: the loss falls.
+    assert log[-1]["loss/nll"] < log[0]["loss/nll"]
+
+
+def test_finetune_on_the_synthetic_book_writes_its_pairs(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(_app(), [
+        "finetune", "--book", "synthetic", "--full", "--run-dir", str(run), "--no-progress",
+        f"model.name={tiny_model_dir}", "train.max_steps=1", "train.batch_size=1", "data.max_length=64",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    pairs = tmp_path / "home" / "data" / "books" / "synthetic-seed0-prefix200.jsonl"
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert len(rows) == 48 and rows[0]["passage_id"] == "c01p00"
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["forget"]["path"] == str(pairs)
+    assert (run / "model" / "model.safetensors").is_file()  # --full saves whole weights
+
+
+def test_finetune_refuses_two_sources_and_existing_runs(tmp_path):
+    data = write_jsonl(tmp_path / "all.jsonl", FORGET)
+    with pytest.raises(UserError, match="exactly one data source"):
+        finetune_cmd.run_finetune(tmp_path / "run", data=data, book="synthetic")
+    with pytest.raises(UserError, match="does not exist"):
+        finetune_cmd.run_finetune(tmp_path / "run", data=tmp_path / "missing.jsonl")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(UserError, match="already exists"):
+        finetune_cmd.run_finetune(tmp_path / "run", data=data, overrides=["model.name=unused"])
