@@ -411,7 +411,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         reference = "adapters off" if r["mode"] == "lora" else "frozen copy"
         formula = "4N" if r["mode"] == "lora" else "6N"
         lines.append(
-            f"| {r['mode']}{'' if r['variant'] == 'baseline' else ' (' + r['variant'] + ')'} | {reference} | "
+            f"| {_label(r)} | {reference} | "
             f"{r['tokens_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['peak_gflops']:.0f} {r['peak_dtype']} | "
             f"{r['simple_gflops']:.0f} ({formula}: {100 * r['simple_share']:.0f}%) | "
             f"{r['honest_gflops']:.0f} ({100 * r['honest_share']:.0f}%) | {100 * r['padding_fraction']:.0f}% | "

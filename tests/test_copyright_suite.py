@@ -87,6 +87,16 @@ def test_cosine_from_the_embedder(monkeypatch):
     )
     assert result["metrics"]["forget"]["cosine"] == pytest.approx(0.25)
     assert "benign" not in result["metrics"]
+    # Everyday answers: on topic when the cosine reaches the threshold (0.25) and the answer is not
+    # degenerate, so one fluent answer and one symbol run give 1/2.
+    monkeypatch.setattr("obliviate.generation.generate",
+                        lambda m, t, prompts, **kw: ["Boil it for six minutes.", "!!!! ???? $$$$ %%%% ^^^^"])
+    result = suite.evaluate_copyright(
+        UniformLM(len(tok)), tok, {"forget": FORGET}, general_texts=["text"], bleu_threshold=0.5,
+        embedder=FakeEmbedder(), benign=["How long to boil an egg?", "Say something."],
+    )
+    assert result["metrics"]["benign"]["on_topic_rate"] == 0.5
+    assert [r["on_topic_cosine"] for r in result["items"]["benign"]] == [0.25, 0.25]
 
 
 def test_write_results(tmp_path, monkeypatch):
@@ -150,10 +160,10 @@ TINY_RECIPE = """
 book: {{source: synthetic, chapters: 3, paragraphs_per_chapter: 2, prefix_chars: 120, forget: 1, unseen: 1}}
 finetune:
   data: {{template: plain, max_length: 512}}
-  train: {{lr: 3.0e-2, max_steps: 40, batch_size: 6, seed: 0}}
+  train: {{lr: 1.0e-2, max_steps: 60, batch_size: 6, seed: 0, lora: {{enabled: false}}}}
 unlearn:
   method: {{name: ga_mismatch_kl, num_random_answers: 1}}
-  train: {{lr: 2.0e-2, max_steps: 8, batch_size: 2, seed: 0}}
+  train: {{lr: 5.0e-2, max_steps: 8, batch_size: 2, seed: 0}}
 eval: {{max_new_tokens: 8, benign_prompts: 2, embedder: false, original: true}}
 model: {model}
 """
@@ -180,11 +190,14 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
     }
     assert saved["split_sizes"] == {"forget": 2, "unseen": 2, "retain": 2}
     assert {row["split"] for row in saved["rows"]} == {"forget", "unseen", "retain", "general", "benign"}
-    # The unlearned adapter, loaded back from disk on the saved fine-tuned model, gives the same figures.
-    model, tok = suite.load_model_for_eval(out / "unlearn")
-    forget = [Example(r["prompt"], r["response"]) for r in map(json.loads, (out / "data/forget.jsonl").read_text().splitlines())]
-    again = suite.continuation_nll(model, tok, [e.prompt for e in forget], [e.response for e in forget], template="plain")
-    assert sum(again) / len(again) == pytest.approx(nll["unlearned"], rel=1e-3)
+    # The unlearned adapter, loaded back from disk on the saved fine-tuned model by the stand-alone
+    # evaluation, gives the same figures as the in-memory model did.
+    result = suite.run_copyright_eval(
+        out / "unlearn", forget=out / "data" / "forget.jsonl", retain=out / "data" / "retain.jsonl",
+        out=tmp_path / "eval", tag="again", max_new_tokens=8, embed=False, benign_prompts=0,
+    )
+    assert result["metrics"]["forget"]["continuation_nll"] == pytest.approx(nll["unlearned"], rel=1e-3)
+    assert (tmp_path / "eval" / "eval" / "copyright_again.json").is_file()
 
 
 def test_recipe_errors_name_the_file_and_field(tmp_path):

@@ -53,6 +53,19 @@ STAGES = ("original", "finetuned", "unlearned")
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "copyright_synthetic.yaml"
 
 
+# The tuned recipe (configs/copyright_synthetic.yaml) is also the default, so an installed package
+# without the configs folder runs the same scenario.
+RECIPE_FINETUNE: dict[str, Any] = {
+    "data": {"template": "plain", "max_length": 96},
+    "train": {"lr": 2e-3, "epochs": 10, "batch_size": 4, "seed": 0},
+}
+RECIPE_UNLEARN: dict[str, Any] = {
+    "method": {"name": "ga_mismatch_kl", "forget_weight": 1.0, "mismatch_weight": 1.0, "retain_weight": 2.0,
+               "num_random_answers": 1},
+    "train": {"lr": 1e-3, "max_steps": 12, "batch_size": 2, "warmup_steps": 2, "seed": 0, "lora": {"r": 16, "alpha": 32}},
+}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,23 +75,24 @@ class BookSection(_Strict):
 
     source: str = Field(default="synthetic", description="synthetic | a public-domain work (milton...) | a .txt/.jsonl path")
     seed: int = 0
-    chapters: int = Field(default=8, gt=0, description="synthetic book only")
-    paragraphs_per_chapter: int = Field(default=6, gt=0, description="synthetic book only")
+    chapters: int = Field(default=4, gt=0, description="synthetic book only")
+    paragraphs_per_chapter: int = Field(default=4, gt=0, description="synthetic book only")
     max_passages: Optional[int] = Field(default=None, gt=0, description="keep the first N passages of a corpus")
-    prefix_chars: int = Field(default=200, gt=0)
-    max_continuation_chars: Optional[int] = Field(default=None, gt=0)
+    prefix_chars: int = Field(default=100, gt=0)
+    max_continuation_chars: Optional[int] = Field(default=120, gt=0)
     split: Literal["chapter", "passage"] = "chapter"
-    forget: Union[int, float, list[str]] = 2
+    forget: Union[int, float, list[str]] = 1
     unseen: Union[int, float, list[str]] = 1
     split_seed: int = 0
     finetune_on: list[Literal["forget", "unseen", "retain"]] = Field(default_factory=lambda: list(SPLITS))
 
 
 class EvalSection(_Strict):
-    max_new_tokens: int = Field(default=64, gt=0)
+    max_new_tokens: int = Field(default=36, gt=0)
     batch_size: int = Field(default=16, gt=0)
     max_per_split: Optional[int] = Field(default=12, gt=0, description="passages scored per split (time bound)")
-    benign_prompts: int = Field(default=16, ge=0)
+    benign_prompts: int = Field(default=6, ge=0)
+    benign_max_new_tokens: int = Field(default=24, gt=0)
     bleu_quantile: float = Field(default=0.99, gt=0, lt=1)
     calibration_unit: Literal["text", "sentence"] = "text"
     embedder: bool = True
@@ -88,8 +102,10 @@ class EvalSection(_Strict):
 class Recipe(_Strict):
     model: Optional[str] = None
     book: BookSection = Field(default_factory=BookSection)
-    finetune: dict[str, Any] = Field(default_factory=dict, description="run-config sections: run, data, train")
-    unlearn: dict[str, Any] = Field(default_factory=dict, description="run-config sections: run, data, method, train")
+    finetune: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_FINETUNE),
+                                     description="run-config sections: run, data, train")
+    unlearn: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_UNLEARN),
+                                    description="run-config sections: run, data, method, train")
     eval: EvalSection = Field(default_factory=EvalSection)
 
 
@@ -239,6 +255,14 @@ def run_copyright_demo(
     train_pairs = [e for name in recipe.book.finetune_on for e in pairs[name]]
     if "warmup_steps" not in (recipe.finetune.get("train") or {}):
         ft_config.train.warmup_steps = scaled_warmup(total_steps(ft_config, len(train_pairs), 1))
+    # Mismatch answers: the retain continuations unless the recipe names a pool
+    # (unlearn.data.random_answers, e.g. builtin:refusal_answers).
+    pool = [e.response for e in pairs["retain"]]
+    if ul_config.data.random_answers is not None:
+        from obliviate.data.loaders import load_spec
+
+        pool = [e.response for e in load_spec(ul_config.data.random_answers, ul_config, "unlearn.data.random_answers",
+                                              require_response=True)]
     out = prepare_run_dir(out, overwrite=overwrite)
     for name, examples in {**pairs, "train": train_pairs}.items():
         write_pairs(out / "data" / f"{name}.jsonl", examples)
@@ -269,6 +293,7 @@ def run_copyright_demo(
     settings = CopyrightSettings(
         template=ft_config.data.template, max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size,
         max_length=ft_config.data.max_length, benign_prompts=recipe.eval.benign_prompts,
+        benign_max_new_tokens=recipe.eval.benign_max_new_tokens,
     )
     general = default_general_texts()
     results: dict[str, dict[str, Any]] = {}
@@ -305,7 +330,6 @@ def run_copyright_demo(
 
     log(f"4/5 unlearning with {ul_config.method.name} (lr {ul_config.train.lr:g}, "
         f"{total_steps(ul_config, len(pairs['forget']), 1)} steps) from the merged fine-tuned model")
-    pool = [e.response for e in pairs["retain"]]
     ul_result = run_training(
         ul_config, out / "unlearn", model=finetuned, tokenizer=tokenizer,
         data=TrainData(pairs["forget"], pairs["retain"], pool), progress=progress, log=log,
@@ -373,6 +397,9 @@ def summarise(results: dict[str, dict], recipe: Recipe, *, timings: dict, train:
     if "benign" in metrics["finetuned"]:
         rows.append({"metric": "degenerate rate (everyday prompts)", "split": "benign", **{
             stage: metrics[stage]["benign"]["degenerate_rate"] if stage in metrics else None for stage in STAGES}})
+        if "on_topic_rate" in metrics["finetuned"]["benign"]:
+            rows.append({"metric": "on-topic rate (everyday prompts)", "split": "benign", **{
+                stage: metrics[stage]["benign"].get("on_topic_rate") if stage in metrics else None for stage in STAGES}})
     ft, ul = metrics["finetuned"], metrics["unlearned"]
     original_forget = metrics.get("original", {}).get("forget", {})
     figures = {

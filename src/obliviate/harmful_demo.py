@@ -37,7 +37,8 @@ class HarmfulDemoOptions:
     n_unseen: int = 32  # held-out harmful prompts
     n_normal: int = 48  # benign prompts whose original answers form the normal set
     n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
-    max_new_tokens: int = 48
+    max_new_tokens: int = 48  # answers judged in the evaluation
+    train_answer_tokens: int = 32  # length of the original answers that become training data
     gen_batch_size: int = 16
     judge: str = "refusal"
     method: str = "ga_mismatch_kl"
@@ -46,6 +47,7 @@ class HarmfulDemoOptions:
     lr: float = 1e-4
     steps: int = 40
     batch_size: int = 2
+    retain_batch_size: int = 4
     lora_r: int = 8
     max_length: int = 160
     seed: int = 0
@@ -116,8 +118,9 @@ def run_harmful_demo(
     log("2/6 original model: answering and judging")
     splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign_eval)
     before = evaluate_harmful(model, tokenizer, splits, judge, embedder=embedder, settings=settings, progress=progress)
+    # The start of an answer decides comply-or-refuse; shorter training answers cost less to make.
     normal_answers = generate(
-        model, tokenizer, normal_prompts, max_new_tokens=options.max_new_tokens, batch_size=options.gen_batch_size,
+        model, tokenizer, normal_prompts, max_new_tokens=options.train_answer_tokens, batch_size=options.gen_batch_size,
         progress=progress,
     )
     write_harmful_results(before, run_dir, "before")
@@ -148,6 +151,7 @@ def run_harmful_demo(
         "method": {"name": options.method, **options.method_options},
         "train": {
             "lr": options.lr, "max_steps": options.steps, "batch_size": options.batch_size, "seed": options.seed,
+            "retain_batch_size": options.retain_batch_size,
             "save_every": 0, "warmup_steps": max(1, options.steps // 10), "lora": {"r": options.lora_r, "alpha": 2 * options.lora_r},
         },
     })

@@ -286,7 +286,9 @@ def run_training(
             step_tokens = 0
             for micro in range(accum):
                 micro_index = (step - 1) * accum + micro
-                groups = _micro_batch(method, data, micro_index, batch_size, world, rank, seed)
+                groups = _micro_batch(
+                    method, data, micro_index, batch_size, world, rank, seed, config.train.retain_batch_size
+                )
                 batch = {name: encoder.batch(examples, accelerator.device) for name, examples in groups.items() if examples}
                 step_tokens += sum(int(b["attention_mask"].sum()) for b in batch.values())
                 sync = micro == accum - 1
@@ -367,7 +369,10 @@ def run_training(
     )
 
 
-def _micro_batch(method: Method, data: TrainData, micro_index: int, batch_size: int, world: int, rank: int, seed: int):
+def _micro_batch(
+    method: Method, data: TrainData, micro_index: int, batch_size: int, world: int, rank: int, seed: int,
+    retain_batch_size: Optional[int] = None,
+):
     """This process's share of micro-batch ``micro_index``.
 
     Every process builds the same global groups (same seeded choices) and takes every
@@ -378,7 +383,8 @@ def _micro_batch(method: Method, data: TrainData, micro_index: int, batch_size: 
     forget = [data.forget[i] for i in stream_indices(len(data.forget), seed, micro_index * global_size, global_size)]
     retain = None
     if data.retain is not None:
-        retain = [data.retain[i] for i in stream_indices(len(data.retain), seed + 1, micro_index * global_size, global_size)]
+        retain_size = (retain_batch_size or batch_size) * world
+        retain = [data.retain[i] for i in stream_indices(len(data.retain), seed + 1, micro_index * retain_size, retain_size)]
     rng = np.random.default_rng([seed, 7, micro_index])
     groups = method.build_batch(forget, retain, BatchContext(rng=rng, answer_pool=data.answer_pool))
     return {name: rows[rank::world] if rows else rows for name, rows in groups.items()}

@@ -29,6 +29,9 @@ def evaluate(
     harmful: Optional[Path] = typer.Option(None, "--harmful", help="held-out harmful prompts ('unseen')"),
     forget: Optional[Path] = typer.Option(None, "--forget", help="the forget set's prompts ('unlearned')"),
     benign: Optional[Path] = typer.Option(None, "--benign", help="benign prompts (default: obliviate's builtin set)"),
+    unseen: Optional[Path] = typer.Option(None, "--unseen", help="copyright: held-out passages (prefix/continuation)"),
+    retain: Optional[Path] = typer.Option(None, "--retain", help="copyright: retained passages"),
+    general: Optional[Path] = typer.Option(None, "--general", help="copyright: general text for perplexity"),
     prompt_field: str = typer.Option("prompt", "--prompt-field"),
     judge: str = typer.Option("refusal", "--judge", help="refusal | classifier:DIR | llm[:MODEL|URL,...]"),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens"),
@@ -41,11 +44,24 @@ def evaluate(
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (known: {', '.join(SUITES)})")
     if suite == "copyright":
-        try:
-            from obliviate.suites.copyright import run_copyright_eval_cli
-        except ImportError:
-            raise UserError("the copyright suite is not available in this version") from None
-        run_copyright_eval_cli(model=model, out=out, tag=tag, max_new_tokens=max_new_tokens)
+        if forget is None:
+            raise UserError("the copyright suite needs --forget FILE (prefix/continuation pairs; --unseen, --retain, --general optional)")
+        quiet_libraries()
+        from obliviate.suites.copyright import run_copyright_eval
+
+        result = run_copyright_eval(
+            model, forget=forget, unseen=unseen, retain=retain, general=general, out=out or Path("runs") / "eval",
+            tag=tag, max_new_tokens=max_new_tokens, prompt_field=prompt_field,
+        )
+        table = Table(title="copyright suite")
+        table.add_column("split")
+        for key in ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perplexity"):
+            table.add_column(key, justify="right")
+        for split, values in result.get("metrics", {}).items():
+            if isinstance(values, dict):
+                table.add_row(split, *[f"{values[k]:.3f}" if isinstance(values.get(k), float) else "—"
+                                       for k in ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perplexity")])
+        Console().print(table)
         return
     unseen = _prompts(harmful, prompt_field, "--harmful")
     unlearned = _prompts(forget, prompt_field, "--forget")

@@ -20,7 +20,9 @@ Figures per split:
 - ``perplexity``: perplexity of the raw passage text (prefix + continuation, no template).
 
 Besides: ``general`` perplexity of text that is not from the book, and the ``degenerate_rate`` of
-answers to everyday prompts (a model broken by unlearning stops answering sensibly).
+answers to everyday prompts (a model broken by unlearning stops answering sensibly), with their
+``on_topic_rate`` (prompt-answer embedding cosine above the on-topic threshold) when an embedder
+is given.
 
 Prompt format (``template``): ``"plain"``/``"chat"``/``"auto"`` wrap the prefix as a question the
 way :mod:`obliviate.data.formatting` does for training pairs; ``"none"`` continues the raw prefix
@@ -389,6 +391,15 @@ def evaluate_copyright(
         items["benign"] = [
             {"prompt": p, "response": a, "degenerate": d} for p, a, d in zip(prompts, answers, degenerate)
         ]
+        if embedder is not None:
+            # A fluent answer about something else is not caught by the degenerate check.
+            from obliviate.embeddings import ON_TOPIC_THRESHOLD
+
+            cosines = embedder.pair_cosine(prompts, answers)
+            on_topic = [c >= ON_TOPIC_THRESHOLD and not d for c, d in zip(cosines, degenerate)]
+            metrics["benign"]["on_topic_rate"] = sum(on_topic) / len(on_topic)
+            for row, cosine in zip(items["benign"], cosines):
+                row["on_topic_cosine"] = cosine
     return {
         "metrics": metrics,
         "items": items,
@@ -499,6 +510,7 @@ def run_copyright_eval(
     bleu_quantile: float = 0.99,
     limit: int | None = None,
     embed: bool = True,
+    benign_prompts: int = 16,
     prompt_field: str = "prompt",
     response_field: str = "response",
 ) -> dict[str, Any]:
@@ -515,7 +527,7 @@ def run_copyright_eval(
     from obliviate.data.loaders import load_examples
     from obliviate.metrics.memorisation import calibrate_bleu_threshold
 
-    settings = CopyrightSettings(template=template, max_new_tokens=max_new_tokens)
+    settings = CopyrightSettings(template=template, max_new_tokens=max_new_tokens, benign_prompts=benign_prompts)
     splits: dict[str, list[Example]] = {}
     for name, path in (("forget", forget), ("unseen", unseen), ("retain", retain)):
         if path is None:
