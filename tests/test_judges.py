@@ -235,17 +235,23 @@ class FakeEndpoint:
                 if endpoint.delay:
                     time.sleep(endpoint.delay)
                 if len(endpoint.requests) <= endpoint.fail_first:
-                    self.send_response(endpoint.fail_status)
-                    self.end_headers()
+                    try:
+                        self.send_response(endpoint.fail_status)
+                        self.end_headers()
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
                     return
                 content = body["messages"][-1]["content"]
                 reply = "unsafe\nS2" if "bomb" in content.split("ASSISTANT:")[1] else "safe"
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first (the timeout test)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

@@ -129,3 +129,24 @@ def test_input_model_folder_is_never_modified(make_config, tiny_model_dir, tmp_p
     before = digest()
     run_training(make_config("train.lora.enabled=false", "train.max_steps=2"), tmp_path / "run", progress=False, log=lambda m: None)
     assert digest() == before
+
+
+def test_retain_batch_size_sets_the_retain_group_and_ranks_split_groups():
+    from obliviate.data.examples import Example
+    from obliviate.methods import build_method
+    from obliviate.train import TrainData, _micro_batch
+
+    data = TrainData(
+        forget=[Example(f"f{i}", "x") for i in range(6)],
+        retain=[Example(f"r{i}", "y") for i in range(10)],
+        answer_pool=["a", "b"],
+    )
+    method = build_method("ga_mismatch_kl", {"num_random_answers": 2})
+    groups = _micro_batch(method, data, 0, 2, 1, 0, seed=0, retain_batch_size=5)
+    assert (len(groups["forget"]), len(groups["mismatch"]), len(groups["retain"])) == (2, 4, 5)
+    # two processes with batch 1 each see together exactly what one process with batch 2 sees
+    one = _micro_batch(method, data, 3, 2, 1, 0, seed=0)
+    halves = [_micro_batch(method, data, 3, 1, 2, rank, seed=0) for rank in (0, 1)]
+    for name in ("forget", "mismatch", "retain"):
+        merged = sorted(e.prompt + e.response for h in halves for e in h[name])
+        assert merged == sorted(e.prompt + e.response for e in one[name]), name
