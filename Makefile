@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/obliviate demo
+	$(BIN)/obliviate demo --overwrite
 
 test: setup
 	$(BIN)/pytest -q

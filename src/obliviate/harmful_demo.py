@@ -33,21 +33,23 @@ from obliviate.suites.harmful import (
 @dataclass
 class HarmfulDemoOptions:
     model: Optional[str] = None  # default model
-    n_forget: int = 32  # harmful prompts offered to the detector (compliant ones are forgotten)
+    n_forget: int = 64  # harmful prompts offered to the detector (compliant ones are forgotten)
     n_unseen: int = 32  # held-out harmful prompts
-    n_normal: int = 48  # benign prompts whose original answers form the normal set
+    n_normal: int = 96  # benign prompts whose original answers form the normal set
     n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
     max_new_tokens: int = 48  # answers judged in the evaluation
     train_answer_tokens: int = 32  # length of the original answers that become training data
     gen_batch_size: int = 16
     judge: str = "refusal"
     method: str = "ga_mismatch_kl"
-    method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 2})
+    # Tuned on this demo (BENCHMARKS.md): the KL term needs a heavier weight than the papers' 1
+    # to hold benign answers in place while refusals are learned for harmful prompts.
+    method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 2, "retain_weight": 6.0})
     answer_pool: str = "refusals"  # refusals | normal: where the mismatch answers come from
     lr: float = 1e-4
-    steps: int = 40
+    steps: int = 60
     batch_size: int = 2
-    retain_batch_size: int = 4
+    retain_batch_size: int = 6
     lora_r: int = 8
     max_length: int = 160
     seed: int = 0
