@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -17,15 +18,27 @@ def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
     cfg = load_config(None, data={
         "data": {"forget": {"path": str(forget)}, "retain": {"path": str(retain)}, "max_length": 96},
         "method": {"name": "ga_mismatch_kl", "num_random_answers": 2},
-        "train": {"lr": 1e-4, "max_steps": 3, "save_every": 2},
+        "train": {"lr": 3e-4, "max_steps": 3, "save_every": 2},
     })
     result = run_training(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert all(r["loss/forget"] < 0 and r["loss/mismatch"] > 0 and r["loss/retain_kl"] >= 0 for r in log)
     assert log[0]["loss/retain_kl"] == pytest.approx(0.0, abs=1e-4)  # LoRA starts as the original model
-    # gradient ascent pushes the forget NLL up (the forget term is -NLL, so it goes down)
-    assert log[-1]["loss/forget"] < log[0]["loss/forget"]
+    # Each step sees different rows, so compare the whole forget set before and after instead.
+    from obliviate.data.formatting import collate, encode_pair, pad_id
+    from obliviate.losses import nll
+
+    from obliviate.models import load_model_and_tokenizer
+
+    model = result.model
+    _, tokenizer = load_model_and_tokenizer()
+    batch = collate([encode_pair(tokenizer, r["prompt"], r["response"], 96) for r in FORGET], pad_id(tokenizer))
+    with torch.no_grad():
+        after = nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]).item()
+        with model.disable_adapter():
+            before = nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]).item()
+    assert after > before + 0.05, (before, after)
     assert (tmp_path / "run" / "model" / "adapter_model.safetensors").exists()
     assert result.steps == 3
 
