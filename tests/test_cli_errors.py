@@ -1,13 +1,12 @@
 """Bad input gets one clear line, exit code 2, and loses nothing."""
 
-import hashlib
 import json
 import sys
 
 import pytest
 import yaml
 
-from tests.conftest import FORGET, RETAIN, write_jsonl
+from tests.conftest import FORGET, write_jsonl
 
 
 def run_cli(monkeypatch, capsys, *args):

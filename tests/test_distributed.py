@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 import torch
 import yaml
 from safetensors.torch import load_file

@@ -64,7 +64,7 @@ def stop_token_ids(tokenizer) -> list[int]:
     return ids
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device
     except StopIteration:  # pragma: no cover - a model without parameters is not a language model
@@ -72,7 +72,7 @@ def _model_device(model) -> torch.device:
 
 
 @contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
+def eval_mode(model) -> Iterator[None]:
     """Evaluation mode and no autograd, restoring training mode afterwards (the training loop
     calls these functions between steps)."""
     was_training = model.training
@@ -193,7 +193,7 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not prompts:
         return []
-    device = _model_device(model)
+    device = model_device(model)
     pad = pad_id(tokenizer)
     stops = stop_token_ids(tokenizer)
     config = _generation_config(max_new_tokens, do_sample, temperature, top_p, stops, pad)
@@ -205,7 +205,7 @@ def generate(
     answers: list[str | None] = [None] * len(prompts)
     stop_set = set(stops)
 
-    with _eval_mode(model), _progress(progress, len(prompts), "generating") as bar:
+    with eval_mode(model), _progress(progress, len(prompts), "generating") as bar:
         for batch_number, batch in enumerate(batches):
             input_ids, attention = _left_pad([encoded[i] for i in batch], pad)
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -250,7 +250,7 @@ def score_loglik(
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     if not prompts:
         return []
-    device = _model_device(model)
+    device = model_device(model)
     pad = pad_id(tokenizer)
     encoded = [
         encode_pair(tokenizer, p, r, max_length=max_length, template=template)
@@ -258,7 +258,7 @@ def score_loglik(
     ]
     batches = _length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
     results: list[LogLik | None] = [None] * len(prompts)
-    with _eval_mode(model):
+    with eval_mode(model):
         for batch in batches:
             tensors = collate([encoded[i] for i in batch], pad)
             logits = model(

@@ -10,7 +10,6 @@ of a batch split across processes average to the loss of the whole batch.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from obliviate.data.formatting import IGNORE_INDEX
 

@@ -25,15 +25,14 @@ end-of-turn token, as in training.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
+from obliviate.generation import eval_mode, model_device
 from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate, encode_pair, pad_id
 from obliviate.data.text import split_sentences
 from obliviate.errors import UserError
@@ -146,23 +145,6 @@ def encode_continuation(
     )
 
 
-@contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    """Evaluation mode without autograd; training mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if was_training:
-            model.train()
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     # Similar lengths together waste less compute on padding; results are put back in order.
     if batch_size < 1:
@@ -193,8 +175,8 @@ def argmax_hits(
     results: list[list[bool]] = [[] for _ in encoded]
     if not encoded:
         return results
-    device, pad = _device(model), pad_id(tokenizer)
-    with _eval_mode(model):
+    device, pad = model_device(model), pad_id(tokenizer)
+    with eval_mode(model):
         for batch in _batches([len(e.input_ids) for e in encoded], batch_size):
             tensors = collate([encoded[i] for i in batch], pad)
             logits = model(
@@ -303,9 +285,9 @@ def perplexity(
     nll = [0.0] * len(texts)
     counts = [0] * len(texts)
     if windows:
-        device, pad = _device(model), pad_id(tokenizer)
+        device, pad = model_device(model), pad_id(tokenizer)
         encoded = [Encoded(input_ids=w, labels=list(w)) for _, w in windows]
-        with _eval_mode(model):
+        with eval_mode(model):
             for batch in _batches([len(e.input_ids) for e in encoded], batch_size):
                 tensors = collate([encoded[i] for i in batch], pad)
                 logits = model(

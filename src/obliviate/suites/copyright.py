@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX, collate, pad_id
 from obliviate.errors import UserError
+from obliviate.generation import model_device
 from obliviate.judges.refusal import is_degenerate
 from obliviate.metrics.memorisation import encode_continuation, leak_rate, perplexity
 from obliviate.metrics.text import bleu, rouge_l_f1
@@ -78,10 +79,6 @@ class CopyrightSettings:
 
 # ---------------------------------------------------------------------------------------------
 # Generation
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def generate_continuations(
@@ -120,7 +117,7 @@ def generate_continuations(
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     out: list[str] = [""] * len(prompts)
-    device = _device(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -205,7 +202,7 @@ def teacher_forced(
     result = [TeacherForced(nan, nan, nan) for _ in encoded]
     if not encoded:
         return result
-    device, pad = _device(model), pad_id(tokenizer)
+    device, pad = model_device(model), pad_id(tokenizer)
     # Similar lengths share a batch (less padding); results go back in input order.
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].input_ids), i))
     was_training = model.training
