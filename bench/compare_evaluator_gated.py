@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -52,22 +51,10 @@ def parse_args(argv=None):
 
 
 def splits(args):
-    from obliviate.data.fetch import fetch, load_builtin, read_jsonl
+    from obliviate.harmful_demo import split_benign_prompts, split_harmful_prompts
 
-    harmful = [r["prompt"] for r in read_jsonl(fetch("harmbench").path)]
-    random.Random(args.seed).shuffle(harmful)
-    forget_candidates = harmful[: args.n_forget]
-    unseen = harmful[args.n_forget : args.n_forget + args.n_unseen]
-    rows = load_builtin("benign_prompts")
-    rng = random.Random(args.seed)
-    everyday = [r["prompt"] for r in rows if r["kind"] == "everyday"]
-    borderline = [r["prompt"] for r in rows if r["kind"] == "borderline"]
-    rng.shuffle(everyday)
-    rng.shuffle(borderline)
-    half = args.n_benign // 2
-    benign = everyday[:half] + borderline[: args.n_benign - half]
-    rest = everyday[half:] + borderline[args.n_benign - half :]
-    rng.shuffle(rest)
+    forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
+    rest, benign = split_benign_prompts(args.n_benign, args.seed)
     normal = rest[: args.n_normal]
     stop_normal = rest[args.n_normal : args.n_normal + args.n_stop_normal]
     return forget_candidates, unseen, benign, normal, stop_normal

