@@ -85,7 +85,7 @@ def eval_mode(model) -> Iterator[None]:
             model.train()
 
 
-def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first (an out-of-memory error,
     if any, then happens on the first batch rather than after minutes)."""
     if batch_size < 1:
@@ -201,7 +201,7 @@ def generate(
         tokenizer(prompt_text(tokenizer, p, template), add_special_tokens=False)["input_ids"]
         for p in prompts
     ]
-    batches = _length_sorted_batches([len(e) for e in encoded], batch_size)
+    batches = length_sorted_batches([len(e) for e in encoded], batch_size)
     answers: list[str | None] = [None] * len(prompts)
     stop_set = set(stops)
 
@@ -256,7 +256,7 @@ def score_loglik(
         encode_pair(tokenizer, p, r, max_length=max_length, template=template)
         for p, r in zip(prompts, responses)
     ]
-    batches = _length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
+    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
     results: list[LogLik | None] = [None] * len(prompts)
     with eval_mode(model):
         for batch in batches:

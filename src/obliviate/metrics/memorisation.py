@@ -32,7 +32,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch.nn.functional as F
 
-from obliviate.generation import eval_mode, model_device
+from obliviate.generation import eval_mode, length_sorted_batches, model_device
 from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate, encode_pair, pad_id
 from obliviate.data.text import split_sentences
 from obliviate.errors import UserError
@@ -145,14 +145,6 @@ def encode_continuation(
     )
 
 
-def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    # Similar lengths together waste less compute on padding; results are put back in order.
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def argmax_hits(
     model,
     tokenizer,
@@ -177,7 +169,7 @@ def argmax_hits(
         return results
     device, pad = model_device(model), pad_id(tokenizer)
     with eval_mode(model):
-        for batch in _batches([len(e.input_ids) for e in encoded], batch_size):
+        for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
             tensors = collate([encoded[i] for i in batch], pad)
             logits = model(
                 input_ids=tensors["input_ids"].to(device), attention_mask=tensors["attention_mask"].to(device)
@@ -288,7 +280,7 @@ def perplexity(
         device, pad = model_device(model), pad_id(tokenizer)
         encoded = [Encoded(input_ids=w, labels=list(w)) for _, w in windows]
         with eval_mode(model):
-            for batch in _batches([len(e.input_ids) for e in encoded], batch_size):
+            for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
                 tensors = collate([encoded[i] for i in batch], pad)
                 logits = model(
                     input_ids=tensors["input_ids"].to(device), attention_mask=tensors["attention_mask"].to(device)
