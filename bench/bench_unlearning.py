@@ -28,8 +28,8 @@ burst of load from other jobs never flatters the share.
     .venv/bin/python bench/bench_unlearning.py [--steps 4] [--warmup 1] [--batch-size 2]
         [--num-random-answers 5] [--mode lora|full|both] [--out bench/results/unlearning.json]
 
-``--variant`` runs the loss with a patched loss function instead of the library's (used to
-measure candidate speed-ups; see bench/README.md).
+The step is the library's: the output layer runs over answer positions only, and each loss
+term is backpropagated as soon as it is computed (``obliviate.methods.base``).
 """
 
 from __future__ import annotations
@@ -113,96 +113,6 @@ def build_data(n_forget: int = 48, n_retain: int = 48):
     return forget, retain
 
 
-# ----------------------------------------------------------------------------- loss variants
-#
-# Patched copies of the method's loss, swapped in at run time so that a candidate speed-up or
-# memory saving can be measured through the unchanged training loop. The library's maths is in
-# obliviate.losses and obliviate.methods.ga_mismatch_kl; each variant computes the same values.
-
-VARIANTS = ("baseline", "response_head", "response_head_group_backward")
-
-
-def _response_logits(model, batch, labels_key: str = "labels"):
-    """Logits only where a response token is predicted.
-
-    Runs the decoder stack, keeps the hidden states at positions t whose target t+1 is a response
-    token, and applies the LM head to those rows only. Returns (M, V) logits, (M,) targets, the
-    (M,) example index of each row and the (B,) response-token count per example. Prompt and
-    padding positions never reach the 49k-wide head, its fp32 log_softmax or the saved tensors.
-    """
-    from obliviate.data.formatting import IGNORE_INDEX
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    labels = batch[labels_key][:, 1:]
-    mask = labels != IGNORE_INDEX
-    rows = mask.nonzero(as_tuple=True)
-    logits = base.get_output_embeddings()(hidden[:, :-1][rows])
-    return logits, labels[rows], rows[0], mask.sum(-1)
-
-
-def _per_example_mean(values, example, count):
-    import torch
-
-    total = torch.zeros(count.shape[0], dtype=values.dtype, device=values.device)
-    total.index_add_(0, example, values)
-    return total / count.clamp(min=1)
-
-
-def _install_variant(name: str) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    from obliviate.methods import ga_mismatch_kl as module
-    from obliviate.methods.base import LossOutput
-
-    if name == "baseline":
-        return
-    if name not in VARIANTS:
-        raise SystemExit(f"unknown --variant {name!r}; choose one of {', '.join(VARIANTS)}")
-    backward_early = name == "response_head_group_backward"
-
-    def nll(model, batch):
-        logits, targets, example, count = _response_logits(model, batch)
-        return _per_example_mean(F.cross_entropy(logits.float(), targets, reduction="none"), example, count).mean()
-
-    def loss(self, model, batch, reference):
-        cfg = self.config
-        if cfg.reference_quirks:
-            raise SystemExit("the variants cover the default (masked) losses only")
-        with torch.no_grad():
-            if reference._copy is not None:
-                ref_logits = _response_logits(reference._copy, batch["retain"])[0]
-            else:
-                with reference.adapters_disabled():
-                    ref_logits = _response_logits(model, batch["retain"])[0]
-        terms = []
-        # Each term is a separate graph; with backward_early its activations are freed before the
-        # next group's forward, so the peak holds one group's activations, not all three.
-        for weight, compute in (
-            (cfg.forget_weight, lambda: -nll(model, batch["forget"])),
-            (cfg.retain_weight, lambda: _kl(model, batch["retain"], ref_logits)),
-            (cfg.mismatch_weight, lambda: nll(model, batch["mismatch"])),
-        ):
-            value = compute()
-            if backward_early and len(terms) < 2:
-                (weight * value).backward()
-                value = value.detach()
-            terms.append((weight, value))
-        fgt, nor, rdn = (v for _, v in terms)
-        total = sum(w * v for w, v in terms)
-        return LossOutput(total, {"forget": fgt.item(), "mismatch": rdn.item(), "retain_kl": nor.item()})
-
-    def _kl(model, batch, ref_logits):
-        cur, _, example, count = _response_logits(model, batch)
-        log_p = torch.log_softmax(ref_logits.float(), dim=-1)
-        log_q = torch.log_softmax(cur.float(), dim=-1)
-        token_kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
-        return _per_example_mean(token_kl, example, count).mean()
-
-    module.GAMismatchKL.loss = loss
-
-
 # ----------------------------------------------------------------------------- worker
 
 
@@ -244,7 +154,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from obliviate.models import load_model_and_tokenizer
     from obliviate.train import TrainData, run_training
 
-    _install_variant(args.variant)
     precision = choose_precision("auto")
     peaks_before = {"fp32": measure_matmul_gflops(torch.float32)}
     if precision == "bf16":
@@ -307,7 +216,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     group_padded = {g: sum(s.get(f"{g}_padded", 0) for s in timed_split) for g in groups}
     return {
         "mode": args.worker,
-        "variant": args.variant,
         "overrides": args.set,
         "precision": precision,
         "parameters": n_params,
@@ -382,7 +290,6 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         sys.executable, __file__, "--worker", mode, "--worker-out", out,
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
         "--num-random-answers", str(args.num_random_answers), "--threads", str(args.threads),
-        "--variant", args.variant,
         *(item for value in args.set for item in ("--set", value)),
     ]
     if args.profile:
@@ -397,7 +304,7 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _label(result: dict[str, Any]) -> str:
-    extras = ([] if result["variant"] == "baseline" else [result["variant"]]) + list(result.get("overrides", []))
+    extras = list(result.get("overrides", []))
     return result["mode"] + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -428,7 +335,6 @@ def main() -> None:
     parser.add_argument("--num-random-answers", type=int, default=5)
     parser.add_argument("--mode", choices=["lora", "full", "both"], default="both")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variant", default="baseline", choices=VARIANTS)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for both modes, e.g. train.lora.dropout=0")
     parser.add_argument("--profile", default=None, help="write a torch.profiler table to PREFIX.<mode>.txt")

@@ -30,23 +30,31 @@ VARIANTS = ("ga_mismatch_kl", "ga_mismatch_kl_es", "distance_cluster_es")
 
 
 def parse_args(argv=None):
+    from obliviate.harmful_demo import HarmfulDemoOptions
+
+    demo = HarmfulDemoOptions()  # the harmful demo's data sizes and training settings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default=None)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--n-forget", type=int, default=32)
-    parser.add_argument("--n-unseen", type=int, default=32)
-    parser.add_argument("--n-normal", type=int, default=48)
-    parser.add_argument("--n-benign", type=int, default=32)
+    parser.add_argument("--n-forget", type=int, default=demo.n_forget)
+    parser.add_argument("--n-unseen", type=int, default=demo.n_unseen)
+    parser.add_argument("--n-normal", type=int, default=demo.n_normal)
+    parser.add_argument("--n-benign", type=int, default=demo.n_benign_eval)
     parser.add_argument("--n-stop-normal", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--steps", type=int, default=40, help="steps of the fixed-length baseline")
-    parser.add_argument("--max-steps", type=int, default=80, help="step cap of the early-stopped variants")
+    parser.add_argument("--lr", type=float, default=demo.lr)
+    parser.add_argument("--steps", type=int, default=demo.steps, help="steps of the fixed-length baseline")
+    parser.add_argument("--max-steps", type=int, default=demo.steps, help="step cap of the early-stopped variants")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--target-rate", type=float, default=0.1)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retain-batch-size", type=int, default=demo.retain_batch_size)
+    parser.add_argument("--normal-weight", type=float, default=demo.method_options["retain_weight"],
+                        help="weight of the KL on normal data, the same for both methods")
+    parser.add_argument("--num-random-answers", type=int, default=demo.method_options["num_random_answers"])
+    parser.add_argument("--train-answer-tokens", type=int, default=demo.train_answer_tokens)
+    parser.add_argument("--max-new-tokens", type=int, default=demo.max_new_tokens)
+    parser.add_argument("--seed", type=int, default=demo.seed)
     return parser.parse_args(argv)
 
 
@@ -91,7 +99,7 @@ def main(argv=None) -> int:
     detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
                        responses=answers["unlearned"], val_size=args.val_size, seed=args.seed)
     write_detection(detection, out / "detect", overwrite=True)
-    normal_answers = generate(model, tok, normal_prompts, max_new_tokens=args.max_new_tokens)
+    normal_answers = generate(model, tok, normal_prompts, max_new_tokens=args.train_answer_tokens)
     write_jsonl(out / "data" / "normal.jsonl", [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)])
     print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
           f"validation {len(detection.validation)}); baseline {time.perf_counter() - started:.0f} s", flush=True)
@@ -101,7 +109,10 @@ def main(argv=None) -> int:
     results = {"before": before["metrics"], "detection": detection.summary, "variants": {}, "args": vars(args) | {"out": str(out)}}
     for variant in args.variants:
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
-        options = {"num_random_answers": 2} if method == "ga_mismatch_kl" else {}
+        if method == "ga_mismatch_kl":
+            options = {"num_random_answers": args.num_random_answers, "retain_weight": args.normal_weight}
+        else:
+            options = {"normal_weight": args.normal_weight}
         early = variant.endswith("_es")
         steps = args.max_steps if early else args.steps
         config = load_config(None, data={
@@ -112,6 +123,7 @@ def main(argv=None) -> int:
                      "random_answers": {"path": "builtin:refusal_answers"}, "max_length": 160},
             "method": {"name": method, **options},
             "train": {"lr": args.lr, "max_steps": steps, "batch_size": 2, "seed": args.seed, "save_every": 0,
+                      "retain_batch_size": args.retain_batch_size,
                       "warmup_steps": max(1, steps // 10), "lora": {"r": 8, "alpha": 16}},
         })
         fresh, fresh_tok = load_model_and_tokenizer(args.model)

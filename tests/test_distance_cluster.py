@@ -188,7 +188,7 @@ def test_loss_is_the_weighted_sum_of_the_three_terms(parts):
     expected = 0.7 * neg + 1.3 * nll + 0.4 * pull + 2.0 * kl
     assert out.total.item() == pytest.approx(expected, rel=1e-5)
     assert out.parts["negative"] == pytest.approx(neg, rel=1e-5)
-    assert set(out.parts) == {"negative", "negative_active", "positive_nll", "cluster", "normal_kl"}
+    assert set(out.parts) == {"negative", "negative_active", "positive", "positive_nll", "cluster", "normal_kl"}
 
 
 def test_unknown_template_set_is_rejected():

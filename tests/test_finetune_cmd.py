@@ -94,3 +94,52 @@ def test_finetune_refuses_two_sources_and_existing_runs(tmp_path):
     (tmp_path / "run" / "x").write_text("")
     with pytest.raises(UserError, match="already exists"):
         finetune_cmd.run_finetune(tmp_path / "run", data=data, overrides=["model.name=unused"])
+
+
+def test_text_template_puts_loss_on_every_token_of_the_joined_text():
+    from obliviate.data.formatting import encode_pair
+    from obliviate.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    encoded = encode_pair(tok, "Once", " upon a time", 64, "text")
+    assert encoded.input_ids == tok("Once upon a time", add_special_tokens=False)["input_ids"]
+    assert encoded.labels == encoded.input_ids
+    assert len(encode_pair(tok, "Once", " upon a time", 5, "text").input_ids) == 5
+
+
+def test_block_rows_split_after_the_first_word_and_rejoin_exactly():
+    from obliviate.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    texts = ["  The ferry left Quellmoor at dawn.", "Alone", "Mira counted the gulls twice"]
+    blocks = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    rows = finetune_cmd.block_rows(blocks, tok)
+    assert [r["block"] for r in rows] == [0, 2]  # the one-word block cannot fill both fields
+    assert rows[0]["prompt"] == "  The" and rows[0]["prompt"] + rows[0]["response"] == texts[0]
+    assert (rows[1]["prompt"], rows[1]["response"]) == ("Mira", " counted the gulls twice")
+
+
+def test_finetune_on_token_blocks_of_a_book(tmp_path, tiny_model_dir, monkeypatch):
+    from obliviate.testing import tiny_tokenizer
+
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "home"))
+    book = tmp_path / "book.txt"
+    book.write_text("# Chapter 1\n\n" + " ".join(f"Harbour bell {i} rang over Quellmoor." for i in range(40)) + "\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(_app(), [
+        "finetune", "--data", str(book), "--block-size", "48", "--run-dir", str(run), "--no-progress",
+        f"model.name={tiny_model_dir}", "train.epochs=3", "train.batch_size=4", "train.lr=1e-2",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["template"] == "text" and config["data"]["max_length"] == 64
+    rows = [json.loads(line) for line in open(config["data"]["forget"]["path"])]
+    tok = tiny_tokenizer()
+    n_tokens = len(tok("Harbour bell 0 rang over Quellmoor.", add_special_tokens=False)["input_ids"])
+    assert len(rows) >= 40 * n_tokens // 48 - 1  # every full block of the book (byte tokenizer)
+    assert all(len(tok(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"]) == 48 for r in rows[:-1])
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss/nll"] < log[0]["loss/nll"]
+    # A pairs file cannot be packed.
+    with pytest.raises(UserError, match="--block-size packs a book"):
+        finetune_cmd.run_finetune(tmp_path / "r2", data=write_jsonl(tmp_path / "p.jsonl", FORGET), block_size=32)

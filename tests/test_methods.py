@@ -111,3 +111,52 @@ def test_lora_reference_equals_base_model_output():
     assert not torch.allclose(adapted, expected, atol=1e-4)
     ref_logits = Reference(peft_model).logits(batch)
     assert torch.allclose(ref_logits, expected, atol=1e-6)
+
+
+def test_answer_window_starts_one_before_the_earliest_answer_token():
+    from obliviate.methods.base import answer_window
+
+    ignore = -100
+    labels = torch.tensor(
+        [
+            [ignore, ignore, ignore, 7, 8, ignore],  # answer from position 3
+            [ignore, ignore, ignore, ignore, 5, 6],  # answer from position 4
+        ]
+    )
+    assert answer_window(labels) == 6 - 2  # positions 2..5: position 2 predicts token 3
+    assert answer_window(torch.tensor([[1, 2, 3]])) == 3  # answer at 0: nothing to cut
+    assert answer_window(torch.full((2, 4), ignore)) == 4  # no answer at all: keep everything
+
+
+def test_forward_answers_cuts_prompt_positions_and_keeps_the_tail_exact(setup):
+    from obliviate.methods.base import answer_window, forward_answers
+
+    model, ref, b = setup
+    forget = b["forget"]
+    width = answer_window(forget["labels"])
+    assert width < forget["labels"].shape[1]  # the chat prompt is really cut off
+    out, labels = forward_answers(model, forget)
+    full = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"]).logits
+    assert out.logits.shape[1] == labels.shape[1] == width
+    torch.testing.assert_close(out.logits, full[:, -width:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ref.answer_logits(forget), ref.logits(forget)[:, -width:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ga_mismatch_kl", "ga_kl", "grad_diff"])
+def test_term_by_term_backward_gives_the_summed_loss_gradient(setup, name):
+    from accelerate import Accelerator
+
+    from obliviate.train import _backward_term_by_term
+
+    model, ref, b = setup
+    method = build_method(name, {})
+    model.zero_grad(set_to_none=True)
+    out = method.loss(model, b, ref)
+    (out.total / 2).backward()
+    summed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    parts = _backward_term_by_term(Accelerator(cpu=True), method, model, b, ref, accum=2)
+    assert parts["total"] == pytest.approx(out.total.item(), rel=1e-5)
+    for expected, param in zip(summed, model.parameters()):
+        torch.testing.assert_close(param.grad, expected, rtol=1e-4, atol=1e-6)
+    model.zero_grad(set_to_none=True)

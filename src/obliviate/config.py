@@ -57,7 +57,9 @@ class DataSection(Strict):
         description="pool of answers for the mismatch loss; defaults to the retain responses",
     )
     max_length: int = Field(default=256, gt=8)
-    template: Literal["auto", "chat", "plain"] = "auto"
+    template: Literal["auto", "chat", "plain", "text"] = Field(
+        default="auto", description="auto | chat | plain | text (raw text, loss on every token: token blocks)"
+    )
 
 
 class LoRASection(Strict):

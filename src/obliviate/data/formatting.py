@@ -3,6 +3,10 @@
 The chat template is used when the tokenizer has one; otherwise the seed papers' plain template
 ``### Question: {prompt}\n ### Answer: {response}``. Prompt and response are tokenised separately and
 concatenated, so the boundary of the loss mask is exact whatever the tokenizer merges.
+
+Template ``text`` is plain language modelling: prompt and response are joined as they are, no
+tags, and every token carries loss. Token blocks of a book are trained this way (a block is
+stored as its first word and the rest, so that each row still has both fields).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import torch
 
 IGNORE_INDEX = -100
 PLAIN_PROMPT = "### Question: {prompt}\n ### Answer: "
-Template = Literal["auto", "chat", "plain"]
+Template = Literal["auto", "chat", "plain", "text"]
+TEMPLATES: tuple[str, ...] = ("auto", "chat", "plain", "text")
 
 
 def uses_chat_template(tokenizer, template: Template = "auto") -> bool:
-    if template == "plain":
+    if template in ("plain", "text"):
         return False
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     if template == "chat" and not has_chat:
@@ -28,6 +33,8 @@ def uses_chat_template(tokenizer, template: Template = "auto") -> bool:
 
 def prompt_text(tokenizer, prompt: str, template: Template = "auto") -> str:
     """The text the model sees before its answer (ends where generation starts)."""
+    if template == "text":
+        return prompt
     if uses_chat_template(tokenizer, template):
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
@@ -38,6 +45,8 @@ def prompt_text(tokenizer, prompt: str, template: Template = "auto") -> str:
 
 def response_text(tokenizer, prompt: str, response: str, template: Template = "auto") -> str:
     """The answer text as the template closes it (end-of-turn marker or EOS appended)."""
+    if template == "text":
+        return response
     if uses_chat_template(tokenizer, template):
         head = prompt_text(tokenizer, prompt, template)
         full = tokenizer.apply_chat_template(
@@ -69,8 +78,12 @@ def encode_pair(
 
     When the pair is too long, the response is cut at the end; a prompt longer than half the
     budget is cut from the left (keeping the template's answer tag next to the response), and the
-    result says so, so callers can count and warn.
+    result says so, so callers can count and warn. Template ``text`` tokenises ``prompt + response``
+    as one text, keeps its first ``max_length`` tokens and puts loss on all of them.
     """
+    if template == "text":
+        ids = tokenizer(prompt + response, add_special_tokens=False)["input_ids"][:max_length]
+        return Encoded(input_ids=list(ids), labels=list(ids))
     prompt_ids = tokenizer(prompt_text(tokenizer, prompt, template), add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(
         response_text(tokenizer, prompt, response, template), add_special_tokens=False

@@ -3,20 +3,28 @@
 A method is a class with a pydantic ``Config`` of its options, registered under a snake_case
 name. The loop reads ``needs_reference`` and ``needs_retain``, may call ``setup``, builds each
 step's example groups with ``build_batch`` (default: forget and retain), tokenises them, and
-calls ``loss``. No method inherits from another; shared maths lives in ``obliviate.losses``.
+calls ``terms``. No method inherits from another; shared maths lives in ``obliviate.losses``.
+
+A method's loss is a weighted sum of terms, each computed on one example group (forget,
+mismatch, retain, ...). ``terms`` yields them one at a time so that the loop can backpropagate
+each term as soon as it exists: only one group's activations are alive at a time, which is most
+of a step's memory. ``loss`` sums the same terms for callers that want one scalar.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from obliviate.data.examples import Example
+from obliviate.data.formatting import IGNORE_INDEX
 
 Batch = dict[str, torch.Tensor]  # input_ids, attention_mask, labels: (B, T) each
 
@@ -31,6 +39,19 @@ class LossOutput:
 
     total: torch.Tensor
     parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LossTerm:
+    """One weighted term of a method's loss: ``weight * value`` is added to the total.
+
+    ``value`` is logged as ``loss/<name>`` (unweighted); ``extra`` holds further detached figures
+    to log with it (e.g. the share of tokens a bounded loss still pushes)."""
+
+    name: str
+    weight: float
+    value: torch.Tensor
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,21 +76,31 @@ class Reference:
 
     @torch.no_grad()
     def logits(self, batch: Batch) -> torch.Tensor:
+        """Logits at every position, (B, T, V)."""
         return self.forward(batch, output_hidden_states=False).logits
 
     @torch.no_grad()
-    def forward(self, batch: Batch, output_hidden_states: bool = False):
+    def answer_logits(self, batch: Batch) -> torch.Tensor:
+        """Logits over the answer window only, aligned with ``forward_answers`` on the same batch."""
+        network = self._copy if self._copy is not None else self._model
+        keep = _logits_to_keep(network, batch["labels"])
+        return self.forward(batch, **({"logits_to_keep": keep} if keep else {})).logits
+
+    @torch.no_grad()
+    def forward(self, batch: Batch, output_hidden_states: bool = False, **kwargs):
         if self._copy is not None:
             return self._copy(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 output_hidden_states=output_hidden_states,
+                **kwargs,
             )
         with self.adapters_disabled():
             return self._model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 output_hidden_states=output_hidden_states,
+                **kwargs,
             )
 
     @contextlib.contextmanager
@@ -87,6 +118,62 @@ class Reference:
 
 def forward(model: torch.nn.Module, batch: Batch, **kwargs) -> Any:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+
+
+def answer_window(labels: torch.Tensor) -> int:
+    """How many trailing positions are needed to score every answer token of the batch.
+
+    Position t predicts token t+1, so the window starts one before the earliest answer token of
+    any row. Prompt positions before it never reach the output layer: with a 49k-word vocabulary
+    that layer and its log-softmax are a large share of a step's time and memory, and prompts
+    (chat template included) are often half of the tokens. Returns T when nothing can be cut.
+    """
+    answer = labels != IGNORE_INDEX
+    length = labels.shape[1]
+    rows = answer.any(dim=1)
+    if not bool(rows.any()):
+        return length
+    first = int(answer[rows].float().argmax(dim=1).min())
+    return length - max(first - 1, 0)
+
+
+def forward_answers(model: torch.nn.Module, batch: Batch, **kwargs) -> tuple[Any, torch.Tensor]:
+    """Forward pass with the output layer applied over the answer window only.
+
+    Returns the model output (``logits`` of shape (B, W, V); hidden states, if asked for, still
+    cover all T positions) and the labels cut to the same W positions, so every loss in
+    ``obliviate.losses`` reads the pair exactly as it reads full-length logits and labels.
+    Models whose forward has no ``logits_to_keep`` argument get full-length logits and labels.
+    """
+    keep = _logits_to_keep(model, batch["labels"])
+    if not keep:
+        return forward(model, batch, **kwargs), batch["labels"]
+    return forward(model, batch, logits_to_keep=keep, **kwargs), batch["labels"][:, -keep:]
+
+
+def _logits_to_keep(model: torch.nn.Module, labels: torch.Tensor) -> int:
+    """The window for ``logits_to_keep``, or 0 (keep everything) when it would not help or the
+    model's forward does not take the argument."""
+    keep = answer_window(labels)
+    if keep >= labels.shape[1] or not _takes_logits_to_keep(_innermost(model)):
+        return 0
+    return keep
+
+
+def _innermost(model: torch.nn.Module) -> torch.nn.Module:
+    model = getattr(model, "module", model)  # DDP / accelerate wrappers
+    if hasattr(model, "get_base_model"):  # peft
+        model = model.get_base_model()
+    return model
+
+
+@functools.cache
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in _forward_parameters(type(model))
 
 
 class Method:
@@ -111,8 +198,21 @@ class Method:
             groups["retain"] = retain
         return groups
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, Batch], reference: Optional[Reference]) -> LossOutput:
+    def terms(
+        self, model: torch.nn.Module, batch: dict[str, Batch], reference: Optional[Reference]
+    ) -> Iterator[LossTerm]:
+        """Yield the loss's weighted terms, each computed when it is asked for."""
         raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Batch], reference: Optional[Reference]) -> LossOutput:
+        """The sum of ``terms`` as one scalar (what a single backward pass would minimise)."""
+        total: Any = 0.0
+        parts: dict[str, float] = {}
+        for term in self.terms(model, batch, reference):
+            total = total + term.weight * term.value
+            parts[term.name] = term.value.item()
+            parts.update(term.extra)
+        return LossOutput(total, parts)
 
     def on_step_end(self, state: Any) -> Optional[str]:
         """Return a reason to stop training early, or None."""

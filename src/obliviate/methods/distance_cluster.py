@@ -59,7 +59,7 @@ from obliviate import losses
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.errors import UserError
-from obliviate.methods.base import LossOutput, Method, MethodConfig, Reference, forward, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, Reference, forward_answers, register
 
 # Generic refusals: the default expected outputs for harmful requests. Phrased to be recognised
 # by the refusal judge and to carry no topic of their own.
@@ -324,33 +324,27 @@ class DistanceCluster(Method):
             positive.append(Example(example.prompt, text))
         return {"forget": forget, "positive": positive, "retain": retain}
 
-    def loss(self, model, batch, reference):
+    def terms(self, model, batch, reference):
         cfg = self.config
         forget, positive, retain = batch["forget"], batch["positive"], batch["retain"]
-        negative, active = hinge_distance(
-            forward(model, forget).logits, reference.logits(forget), forget["labels"], cfg.margin
-        )
-        out = forward(model, positive, output_hidden_states=True)
-        positive_nll = losses.nll(out.logits, positive["labels"])
+        out, labels = forward_answers(model, forget)
+        negative, active = hinge_distance(out.logits, reference.answer_logits(forget), labels, cfg.margin)
+        yield LossTerm("negative", cfg.negative_weight, negative, {"negative_active": active.item()})
+        out, labels = forward_answers(model, positive, output_hidden_states=True)
+        positive_nll = losses.nll(out.logits, labels)
+        # Hidden states cover every position, so they are pooled with the full-length labels.
         pooled = response_mean_pool(out.hidden_states[cfg.hidden_layer], positive["labels"])
         pull = cluster_pull(pooled, self.centroids)
-        normal = losses.forward_kl(reference.logits(retain), forward(model, retain).logits, retain["labels"])
-        total = (
-            cfg.negative_weight * negative
-            + cfg.positive_weight * positive_nll
-            + cfg.cluster_weight * pull
-            + cfg.normal_weight * normal
+        # The likelihood and the pull share one forward pass, hence one term (weights inside).
+        yield LossTerm(
+            "positive",
+            1.0,
+            cfg.positive_weight * positive_nll + cfg.cluster_weight * pull,
+            {"positive_nll": positive_nll.item(), "cluster": pull.item()},
         )
-        return LossOutput(
-            total,
-            {
-                "negative": negative.item(),
-                "negative_active": active.item(),
-                "positive_nll": positive_nll.item(),
-                "cluster": pull.item(),
-                "normal_kl": normal.item(),
-            },
-        )
+        out, labels = forward_answers(model, retain)
+        normal = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
+        yield LossTerm("normal_kl", cfg.normal_weight, normal)
 
     def on_step_end(self, state) -> Optional[str]:
         return self.stopper(state) if self.stopper is not None else None

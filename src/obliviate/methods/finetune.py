@@ -14,7 +14,7 @@ Deviations: none.
 from __future__ import annotations
 
 from obliviate import losses
-from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 
 class FinetuneConfig(MethodConfig):
@@ -26,7 +26,6 @@ class Finetune(Method):
     name = "finetune"
     Config = FinetuneConfig
 
-    def loss(self, model, batch, reference):
-        train = batch["forget"]
-        value = losses.nll(forward(model, train).logits, train["labels"])
-        return LossOutput(value, {"nll": value.item()})
+    def terms(self, model, batch, reference):
+        out, labels = forward_answers(model, batch["forget"])
+        yield LossTerm("nll", 1.0, losses.nll(out.logits, labels))

@@ -15,7 +15,7 @@ unlearned), as in OpenUnlearning.
 from __future__ import annotations
 
 from obliviate import losses
-from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 
 class GAConfig(MethodConfig):
@@ -27,8 +27,6 @@ class GradientAscent(Method):
     name = "ga"
     Config = GAConfig
 
-    def loss(self, model, batch, reference):
-        forget = batch["forget"]
-        ga = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
-        total = self.config.forget_weight * ga
-        return LossOutput(total, {"forget": ga.item()})
+    def terms(self, model, batch, reference):
+        out, labels = forward_answers(model, batch["forget"])
+        yield LossTerm("forget", self.config.forget_weight, losses.gradient_ascent(out.logits, labels))

@@ -15,7 +15,7 @@ Deviations: the KL is the forward KL named in the seed papers, restricted to res
 from __future__ import annotations
 
 from obliviate import losses
-from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 
 class GAKLConfig(MethodConfig):
@@ -30,9 +30,10 @@ class GAKL(Method):
     needs_retain = True
     needs_reference = True
 
-    def loss(self, model, batch, reference):
-        forget, retain = batch["forget"], batch["retain"]
-        ga = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
-        kl = losses.forward_kl(reference.logits(retain), forward(model, retain).logits, retain["labels"])
-        total = self.config.forget_weight * ga + self.config.retain_weight * kl
-        return LossOutput(total, {"forget": ga.item(), "retain_kl": kl.item()})
+    def terms(self, model, batch, reference):
+        out, labels = forward_answers(model, batch["forget"])
+        yield LossTerm("forget", self.config.forget_weight, losses.gradient_ascent(out.logits, labels))
+        retain = batch["retain"]
+        out, labels = forward_answers(model, retain)
+        kl = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
+        yield LossTerm("retain_kl", self.config.retain_weight, kl)

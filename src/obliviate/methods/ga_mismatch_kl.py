@@ -34,7 +34,7 @@ from pydantic import Field
 
 from obliviate import losses
 from obliviate.data.examples import Example
-from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward, forward_answers, register
 
 
 class GAMismatchKLConfig(MethodConfig):
@@ -61,19 +61,21 @@ class GAMismatchKL(Method):
         ]
         return {"forget": forget, "mismatch": mismatch, "retain": retain}
 
-    def loss(self, model, batch, reference):
+    def terms(self, model, batch, reference):
         cfg = self.config
         forget, mismatch, retain = batch["forget"], batch["mismatch"], batch["retain"]
-        fgt = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
-        mismatch_logits = forward(model, mismatch).logits
-        retain_logits = forward(model, retain).logits
-        if cfg.reference_quirks:
-            rdn = losses.unmasked_nll(mismatch_logits, mismatch["input_ids"], mismatch["attention_mask"])
-            nor = losses.reference_style_kl(reference.logits(retain), retain_logits)
-        else:
-            # Every forget prompt carries K answers, so the mean over the K rows of one prompt and then
-            # over prompts equals the plain mean over all rows.
-            rdn = losses.nll(mismatch_logits, mismatch["labels"])
-            nor = losses.forward_kl(reference.logits(retain), retain_logits, retain["labels"])
-        total = cfg.forget_weight * fgt + cfg.mismatch_weight * rdn + cfg.retain_weight * nor
-        return LossOutput(total, {"forget": fgt.item(), "mismatch": rdn.item(), "retain_kl": nor.item()})
+        out, labels = forward_answers(model, forget)
+        yield LossTerm("forget", cfg.forget_weight, losses.gradient_ascent(out.logits, labels))
+        if cfg.reference_quirks:  # both quirks read every position, so no answer window here
+            rdn = losses.unmasked_nll(forward(model, mismatch).logits, mismatch["input_ids"], mismatch["attention_mask"])
+            yield LossTerm("mismatch", cfg.mismatch_weight, rdn)
+            nor = losses.reference_style_kl(reference.logits(retain), forward(model, retain).logits)
+            yield LossTerm("retain_kl", cfg.retain_weight, nor)
+            return
+        # Every forget prompt carries K answers, so the mean over the K rows of one prompt and then
+        # over prompts equals the plain mean over all rows.
+        out, labels = forward_answers(model, mismatch)
+        yield LossTerm("mismatch", cfg.mismatch_weight, losses.nll(out.logits, labels))
+        out, labels = forward_answers(model, retain)
+        nor = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
+        yield LossTerm("retain_kl", cfg.retain_weight, nor)

@@ -13,7 +13,7 @@ Deviations: none; response tokens only.
 from __future__ import annotations
 
 from obliviate import losses
-from obliviate.methods.base import LossOutput, Method, MethodConfig, forward, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 
 class GradDiffConfig(MethodConfig):
@@ -27,9 +27,8 @@ class GradDiff(Method):
     Config = GradDiffConfig
     needs_retain = True
 
-    def loss(self, model, batch, reference):
-        forget, retain = batch["forget"], batch["retain"]
-        ga = losses.gradient_ascent(forward(model, forget).logits, forget["labels"])
-        keep = losses.nll(forward(model, retain).logits, retain["labels"])
-        total = self.config.forget_weight * ga + self.config.retain_weight * keep
-        return LossOutput(total, {"forget": ga.item(), "retain": keep.item()})
+    def terms(self, model, batch, reference):
+        out, labels = forward_answers(model, batch["forget"])
+        yield LossTerm("forget", self.config.forget_weight, losses.gradient_ascent(out.logits, labels))
+        out, labels = forward_answers(model, batch["retain"])
+        yield LossTerm("retain", self.config.retain_weight, losses.nll(out.logits, labels))
