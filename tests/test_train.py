@@ -150,3 +150,21 @@ def test_retain_batch_size_sets_the_retain_group_and_ranks_split_groups():
     for name in ("forget", "mismatch", "retain"):
         merged = sorted(e.prompt + e.response for h in halves for e in h[name])
         assert merged == sorted(e.prompt + e.response for e in one[name]), name
+
+
+@pytest.mark.parametrize("lora", ["true", "false"])
+def test_gradient_checkpointing_trains_to_the_same_weights(make_config, tmp_path, lora):
+    overrides = ("train.max_steps=3", f"train.lora.enabled={lora}", "train.lr=1e-3")
+    plain = run_training(make_config(*overrides), tmp_path / "plain", progress=False, log=lambda m: None)
+    ckpt = run_training(
+        make_config(*overrides, "train.gradient_checkpointing=true"), tmp_path / "ckpt", progress=False, log=lambda m: None
+    )
+    base = ckpt.model.get_base_model() if hasattr(ckpt.model, "get_base_model") else ckpt.model
+    assert any(getattr(m, "gradient_checkpointing", False) for m in base.modules())  # really on, not ignored
+    moved = 0
+    for (name, a), (_, b) in zip(plain.model.named_parameters(), ckpt.model.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        moved += int(a.requires_grad)
+    assert moved > 0
+    loss = lambda run: [json.loads(l)["loss/total"] for l in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+    assert loss("plain") == pytest.approx(loss("ckpt"), rel=1e-4)

@@ -89,6 +89,10 @@ class TrainSection(Strict):
     keep_checkpoints: int = Field(default=2, gt=0)
     log_every: int = Field(default=1, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="recompute each layer's activations in the backward pass: far less memory, ~1/3 more compute",
+    )
     merge_lora: bool = False
     lora: LoRASection = Field(default_factory=LoRASection)
 

@@ -172,6 +172,22 @@ def attach_lora(model: torch.nn.Module, config: RunConfig, seed: int) -> torch.n
     return get_peft_model(model, peft_config)
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Keep only each decoder layer's input and recompute the rest during backward.
+
+    The non-reentrant variant needs no input that requires grad, so it works under LoRA, where
+    the embeddings are frozen, without the usual ``enable_input_require_grads`` hook.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise UserError(f"train.gradient_checkpointing: {type(base).__name__} does not support gradient checkpointing")
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5 name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
@@ -226,6 +242,8 @@ def run_training(
         frozen = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
     if use_lora:
         model = attach_lora(model, config, seed)
+    if config.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     model.train()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
