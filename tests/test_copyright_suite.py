@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
@@ -165,6 +166,7 @@ unlearn:
   method: {{name: ga_mismatch_kl, num_random_answers: 1}}
   train: {{lr: 5.0e-2, max_steps: 8, batch_size: 2, seed: 0}}
 eval: {{max_new_tokens: 8, benign_prompts: 2, embedder: false, original: true}}
+everyday_normal: 3
 model: {model}
 """
 
@@ -189,6 +191,10 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
         "retain_perplexity_rise <= 0.2", "general_perplexity_rise <= 0.1",
     }
     assert saved["split_sizes"] == {"forget": 2, "unseen": 2, "retain": 2}
+    # The KL's normal set is the retain chapter plus the three everyday pairs asked for.
+    normal = [json.loads(line) for line in (out / "data" / "normal.jsonl").read_text().splitlines()]
+    assert [r.get("source") for r in normal].count("everyday") == 3 and len(normal) == 2 + 3
+    assert yaml.safe_load((out / "unlearn" / "config.yaml").read_text())["data"]["retain"]["path"].endswith("normal.jsonl")
     assert {row["split"] for row in saved["rows"]} == {"forget", "unseen", "retain", "general", "benign"}
     # The unlearned adapter, loaded back from disk on the saved fine-tuned model by the stand-alone
     # evaluation, gives the same figures as the in-memory model did.
@@ -198,6 +204,15 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
     )
     assert result["metrics"]["forget"]["continuation_nll"] == pytest.approx(nll["unlearned"], rel=1e-3)
     assert (tmp_path / "eval" / "eval" / "copyright_again.json").is_file()
+
+
+def test_everyday_pairs_never_overlap_the_general_perplexity_text():
+    general = " ".join(suite.default_general_texts())
+    pairs = suite.everyday_pairs(100)
+    assert len(pairs) >= 15 and len(suite.everyday_pairs(4)) == 4
+    for pair in pairs:
+        assert pair.prompt not in general and pair.response.strip()
+        assert all(part not in general for part in pair.response.split("? ") if len(part) > 20)
 
 
 def test_recipe_errors_name_the_file_and_field(tmp_path):

@@ -44,6 +44,7 @@ from obliviate.suites.copyright import (
     calibration_texts,
     default_general_texts,
     evaluate_copyright,
+    everyday_pairs,
     relative_drop,
     relative_rise,
     write_copyright_results,
@@ -107,6 +108,11 @@ class Recipe(_Strict):
     unlearn: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_UNLEARN),
                                     description="run-config sections: run, data, method, train")
     eval: EvalSection = Field(default_factory=EvalSection)
+    everyday_normal: int = Field(
+        default=0, ge=0,
+        description="everyday-text pairs added to the unlearning stage's normal (KL) set, besides the retain chapters; "
+                    "never the text scored for general perplexity",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tupl
     }, recipe.unlearn)
     unlearn = deep_merge(unlearn, {
         "model": {"name": str(out_dir / "finetune" / "model")},
-        "data": {"forget": {"path": str(data_dir / "forget.jsonl")}, "retain": {"path": str(data_dir / "retain.jsonl")}},
+        "data": {"forget": {"path": str(data_dir / "forget.jsonl")}, "retain": {"path": str(data_dir / "normal.jsonl")}},
     })
     configs = []
     for stage, data in (("finetune", finetune), ("unlearn", unlearn)):
@@ -263,8 +269,11 @@ def run_copyright_demo(
 
         pool = [e.response for e in load_spec(ul_config.data.random_answers, ul_config, "unlearn.data.random_answers",
                                               require_response=True)]
+    # The KL term's normal set: the retain chapters, plus everyday text when the recipe asks
+    # (it holds general perplexity, which the book alone does not constrain).
+    normal = pairs["retain"] + everyday_pairs(recipe.everyday_normal)
     out = prepare_run_dir(out, overwrite=overwrite)
-    for name, examples in {**pairs, "train": train_pairs}.items():
+    for name, examples in {**pairs, "train": train_pairs, "normal": normal}.items():
         write_pairs(out / "data" / f"{name}.jsonl", examples)
 
     def lap(name: str, since: float) -> float:
@@ -332,7 +341,7 @@ def run_copyright_demo(
         f"{total_steps(ul_config, len(pairs['forget']), 1)} steps) from the merged fine-tuned model")
     ul_result = run_training(
         ul_config, out / "unlearn", model=finetuned, tokenizer=tokenizer,
-        data=TrainData(pairs["forget"], pairs["retain"], pool), progress=progress, log=log,
+        data=TrainData(pairs["forget"], normal, pool), progress=progress, log=log,
     )
     t = lap("unlearning", t)
     measure("unlearned", ul_result.model)

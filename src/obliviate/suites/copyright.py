@@ -276,6 +276,24 @@ def default_general_texts(paragraphs: int = 8, per_paragraph: int = 12) -> list[
     return chunks[:paragraphs]
 
 
+def everyday_pairs(count: int, *, skip_paragraphs: int = 8, per_paragraph: int = 12) -> list[Example]:
+    """Up to ``count`` (prefix, continuation) pairs of everyday text for a normal (KL) set.
+
+    Built from the built-in benign prompts that :func:`default_general_texts` leaves out (it uses
+    the first ``skip_paragraphs * per_paragraph``), so the general-perplexity figure is never
+    measured on text the unlearning stage trained on: one prompt is the prefix, the next two are
+    the continuation.
+    """
+    from obliviate.data.fetch import load_builtin
+
+    prompts = [r["prompt"] for r in load_builtin("benign_prompts")][skip_paragraphs * per_paragraph :]
+    pairs = [
+        Example(prompts[i], " ".join(prompts[i + 1 : i + 3]), {"source": "everyday"})
+        for i in range(0, len(prompts) - 2, 3)
+    ]
+    return pairs[:count]
+
+
 def calibration_texts(splits: dict[str, Sequence[Example]]) -> list[str]:
     """The true continuations of every split: the pieces whose chance overlap sets the threshold."""
     return [e.response for examples in splits.values() for e in examples]
