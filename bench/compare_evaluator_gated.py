@@ -15,7 +15,9 @@ Both methods unlearn the same detected forget set on the default model (or --mod
     python bench/compare_evaluator_gated.py --out runs/compare-evaluator-gated
     python bench/compare_evaluator_gated.py --out runs/cmp --variants distance_cluster_es --steps 60
 
-Writes ``OUT/results.json`` and ``OUT/results.md`` and prints the table.
+Writes ``OUT/results.json``, ``OUT/results.md`` (the table, also printed) and ``OUT/report.html``
+(the table, bar charts of the rates, the early-stopping checks, loss curves and side-by-side
+answers of every variant).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
                   "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens}
 
     results = {"before": before["metrics"], "detection": detection.summary, "variants": {}, "args": vars(args) | {"out": str(out)}}
+    answers_by_variant = {"original": {name: before["items"][name][:8] for name in ("unseen", "benign")}}
     for variant in args.variants:
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
         if method == "ga_mismatch_kl":
@@ -141,6 +144,7 @@ def main(argv=None) -> int:
         train_seconds = time.perf_counter() - t
         trained = result.model if getattr(result, "model", None) is not None else fresh
         after = evaluate_harmful(trained, fresh_tok, eval_splits, judge, original_answers=answers, settings=settings)
+        answers_by_variant[variant] = {name: after["items"][name][:8] for name in ("unseen", "benign")}
         checks = []
         if early:
             checks = [{"step": c.step, "harmful": c.harmful_rate, "degenerate": c.degenerate_rate, "similarity": c.similarity,
@@ -157,12 +161,81 @@ def main(argv=None) -> int:
         del fresh, trained
 
     results["precision"] = choose_precision("auto")
+    results["answers"] = answers_by_variant
     results["seconds_total"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     table = render(results)
     (out / "results.md").write_text(table)
     print(table)
+    print(f"report: {write_html_report(out, results)}")
     return 0
+
+
+def write_html_report(out: Path, results: dict) -> Path:
+    """One HTML report of the comparison (table, plots, answers), built from ``results``."""
+    from obliviate.report import Section, write_report
+    from obliviate.report import plots
+
+    names = ["original", *results["variants"]]
+    metrics = [results["before"]] + [v["metrics"] for v in results["variants"].values()]
+    rows = [
+        {
+            "variant": name,
+            "unseen harmful": m["unseen"]["harmful_rate"],
+            "unlearned harmful": m["unlearned"]["harmful_rate"],
+            "benign over-refusal": m["benign"]["refusal_rate"],
+            "degenerate (benign)": m["benign"]["degenerate_rate"],
+            "degenerate (unseen)": m["unseen"]["degenerate_rate"],
+            "similarity to original (benign)": m["benign"].get("similarity_to_original", 1.0),
+            "steps": results["variants"].get(name, {}).get("steps", 0),
+            "stopped at / reason": (f"{v['chosen_step']} ({v['stop_reason']})" if (v := results["variants"].get(name)) else "-"),
+            "train s (of it checks)": (f"{v['train_seconds_incl_checks']} ({v['check_seconds']})" if v else "-"),
+        }
+        for name, m in zip(names, metrics)
+    ]
+    plot_dir = out / "plots"
+    made = [plots.grouped_bars(
+        {key: [row[key] for row in rows] for key in
+         ("unseen harmful", "benign over-refusal", "degenerate (unseen)", "similarity to original (benign)")},
+        names, plot_dir / "variants.png", "Same forget set, each method (lower harm, higher similarity is better)",
+    )]
+    curves = {f"{name}: harmful (validation)": [(c["step"], c["harmful"]) for c in v["checks"]]
+              for name, v in results["variants"].items() if v["checks"]}
+    if curves:
+        made.append(plots.metric_curves(curves, plot_dir / "early_stopping.png", "Early-stopping checks",
+                                        ylabel="harmful rate on held-out flagged prompts"))
+    for name in results["variants"]:
+        log = out / name / "train_log.jsonl"
+        if log.is_file():
+            made.append(plots.loss_curves(log, plot_dir / f"loss_{name}.png", f"Losses: {name}"))
+    examples = []
+    for split, count in (("unseen", 4), ("benign", 4)):
+        for i, row in enumerate(results["answers"]["original"][split][:count]):
+            for name in results["variants"]:
+                new = results["answers"][name][split][i]
+                examples.append({
+                    "split": f"{split} · {name}", "prompt": row["prompt"], "before": row["response"], "after": new["response"],
+                    "before_label": row["label"], "after_label": new["label"],
+                })
+    detection = results["detection"]
+    return write_report(
+        out,
+        title="Evaluator-gated unlearning vs the three-loss update",
+        summary_rows=rows,
+        sections=[Section(
+            title="How to read this",
+            text=("Every variant starts from the original model and unlearns the same detected forget set (the "
+                  "refusal judge flagged the compliant answers). 'unseen' prompts are held-out harmful prompts; "
+                  "benign prompts are held out too. Similarity is ROUGE-L F1 of benign answers against the original "
+                  "model's. '_es' variants stop early once the judge's harmful rate on a few held-out flagged prompts "
+                  "falls below the target; their train time includes those checks."),
+        )],
+        plots=made,
+        examples=examples,
+        meta={"model": results["args"].get("model") or "smollm2-135m-instruct",
+              "method": ", ".join(results["variants"]), "judge": "refusal",
+              "forget set": f"{detection.get('flagged')} flagged", "config": results["args"]},
+    )
 
 
 def render(results) -> str:

@@ -37,11 +37,15 @@ def test_plots_write_valid_pngs(tmp_path):
         plots.histogram({"before": [0.1, 0.5, 0.6], "after": [0.2, 0.3]}, tmp_path / "p" / "hist.png",
                         "Similarity", "cosine", threshold=0.25),
         plots.metric_curves({"harmful": [(10, 0.5), (0, 0.9)]}, tmp_path / "p" / "curve.png", "Val"),
+        plots.grouped_bars({"harmful": [0.9, 0.3, 0.2], "refused": [0.0, 0.1, float("nan")]}, ["orig", "a", "b"],
+                           tmp_path / "p" / "three.png", "Three series"),
     ]
     for path in made:
         width, height = png_size(path)
         assert width > 200 and height > 150
     assert not list((tmp_path / "p").glob(".*"))  # no temporary files left behind
+    with pytest.raises(ValueError, match="one value per series"):
+        plots.grouped_bars({"harmful": [0.9]}, ["a", "b"], tmp_path / "p" / "bad.png", "Bad")
 
 
 def test_loss_log_bad_line_names_file_and_line(tmp_path):

@@ -65,26 +65,48 @@ def bar_before_after(
     ``metrics`` maps a name (e.g. ``"harmful rate: unseen"``) to ``(before, after)``. With
     ``percent`` (default: all values in [0, 1]) values are shown as percentages.
     """
+    return grouped_bars(metrics, labels, path, title, ylabel=ylabel, percent=percent,
+                        colours=(BEFORE_COLOUR, AFTER_COLOUR))
+
+
+def grouped_bars(
+    metrics: Mapping[str, Sequence[float]],
+    series: Sequence[str],
+    path: str | Path,
+    title: str,
+    *,
+    ylabel: str = "rate",
+    percent: bool | None = None,
+    colours: Sequence[str] | None = None,
+) -> Path:
+    """One group of bars per metric, one bar per series (e.g. per model or method), each labelled.
+
+    ``metrics`` maps a metric name to one value per entry of ``series``. With ``percent`` (default:
+    all values in [0, 1]) values are shown as percentages.
+    """
     if not metrics:
-        raise ValueError("bar_before_after needs at least one metric")
+        raise ValueError("a bar chart needs at least one metric")
     names = list(metrics)
-    before = [float(metrics[n][0]) for n in names]
-    after = [float(metrics[n][1]) for n in names]
-    finite = [v for v in before + after if math.isfinite(v)]
+    if any(len(metrics[n]) != len(series) for n in names):
+        raise ValueError(f"every metric needs one value per series ({len(series)})")
+    columns = [[float(metrics[n][i]) for n in names] for i in range(len(series))]
+    finite = [v for column in columns for v in column if math.isfinite(v)]
     if percent is None:
         percent = bool(finite) and all(0.0 <= v <= 1.0 for v in finite)
     scale = 100.0 if percent else 1.0
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2.5), 3.8))
-    width = 0.38
+    colours = list(colours or [PALETTE[i % len(PALETTE)] for i in range(len(series))])
+    fig, ax = plt.subplots(figsize=(max(5.0, (0.45 * len(series) + 0.4) * len(names) + 2.5), 3.8))
+    width = 0.76 / len(series)
     xs = range(len(names))
-    for offset, values, colour, label in ((-width / 2, before, BEFORE_COLOUR, labels[0]),
-                                          (width / 2, after, AFTER_COLOUR, labels[1])):
+    for i, (values, label) in enumerate(zip(columns, series)):
+        offset = (i - (len(series) - 1) / 2) * width
         heights = [v * scale if math.isfinite(v) else 0.0 for v in values]
-        bars = ax.bar([x + offset for x in xs], heights, width, color=colour, label=label)
+        bars = ax.bar([x + offset for x in xs], heights, width, color=colours[i % len(colours)], label=label)
         for bar, value in zip(bars, values):
             text = "n/a" if not math.isfinite(value) else (f"{value * 100:.0f}%" if percent else f"{value:.3g}")
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+                        ha="center", va="bottom", fontsize=7 if len(series) > 2 else 8, xytext=(0, 2),
+                        textcoords="offset points")
     ax.set_xticks(list(xs))
     # Wrap long names onto several lines so neighbouring labels never overlap.
     ax.set_xticklabels([textwrap.fill(n, 16) for n in names], fontsize=9)
@@ -92,7 +114,7 @@ def bar_before_after(
     if percent:
         ax.set_ylim(0, 108)
     ax.set_title(title)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
 
@@ -246,4 +268,4 @@ def metric_curves(
     return _save(fig, path)
 
 
-__all__ = ["bar_before_after", "loss_curves", "histogram", "metric_curves", "read_train_log"]
+__all__ = ["bar_before_after", "grouped_bars", "loss_curves", "histogram", "metric_curves", "read_train_log"]
