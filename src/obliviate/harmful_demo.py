@@ -56,13 +56,17 @@ class HarmfulDemoOptions:
 
 
 def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """HarmBench prompts, shuffled with ``seed``: (forget candidates, held-out unseen)."""
+    """HarmBench prompts, shuffled with ``seed``: (forget candidates, held-out unseen).
+
+    The unseen prompts are the last ``n_unseen`` of the shuffled list, so the held-out set stays
+    the same whatever ``n_forget`` is and runs with different forget-set sizes are comparable.
+    """
     prompts = [r["prompt"] for r in read_jsonl(fetch("harmbench").path)]
     random.Random(seed).shuffle(prompts)
     need = n_forget + n_unseen
     if len(prompts) < need:
         raise ValueError(f"HarmBench has {len(prompts)} prompts; {need} were asked for")
-    return prompts[:n_forget], prompts[n_forget:need]
+    return prompts[:n_forget], prompts[len(prompts) - n_unseen:]
 
 
 def split_benign_prompts(n_benign_eval: int, seed: int = 0) -> tuple[list[str], list[str]]:

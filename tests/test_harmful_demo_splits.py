@@ -1,0 +1,26 @@
+"""The harmful demo's prompt splits: disjoint, deterministic, held-out set independent of n_forget."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from obliviate import harmful_demo
+
+
+@pytest.fixture
+def fake_harmbench(monkeypatch, tmp_path):
+    rows = [{"prompt": f"harmful request {i}"} for i in range(50)]
+    monkeypatch.setattr(harmful_demo, "fetch", lambda name: SimpleNamespace(path=tmp_path / f"{name}.jsonl"))
+    monkeypatch.setattr(harmful_demo, "read_jsonl", lambda path: rows)
+    return rows
+
+
+def test_unseen_prompts_do_not_depend_on_the_forget_size(fake_harmbench):
+    small_forget, unseen = harmful_demo.split_harmful_prompts(10, 8, seed=0)
+    big_forget, unseen_again = harmful_demo.split_harmful_prompts(30, 8, seed=0)
+    assert unseen == unseen_again and len(unseen) == 8
+    assert big_forget[:10] == small_forget  # a larger forget set extends the smaller one
+    assert not set(big_forget) & set(unseen)
+    assert harmful_demo.split_harmful_prompts(10, 8, seed=1)[1] != unseen  # the seed reshuffles
+    with pytest.raises(ValueError, match="50 prompts; 60 were asked for"):
+        harmful_demo.split_harmful_prompts(52, 8)
