@@ -186,8 +186,8 @@ def test_unknown_names_list_the_valid_ones(tmp_path):
 def test_builtin_benign_prompts():
     rows = F.load_builtin("benign_prompts")
     kinds = [r["kind"] for r in rows]
-    assert set(kinds) == {"everyday", "borderline"}
-    assert kinds.count("everyday") >= 100 and kinds.count("borderline") >= 35
+    assert set(kinds) == {"everyday", "borderline", "instruction"}
+    assert kinds.count("everyday") >= 100 and kinds.count("borderline") >= 35 and kinds.count("instruction") >= 40
     assert len({r["prompt"] for r in rows}) == len(rows)
     assert len({r["id"] for r in rows}) == len(rows)
     assert all(r["prompt"].strip() and r["topic"] for r in rows)

@@ -24,3 +24,19 @@ def test_unseen_prompts_do_not_depend_on_the_forget_size(fake_harmbench):
     assert harmful_demo.split_harmful_prompts(10, 8, seed=1)[1] != unseen  # the seed reshuffles
     with pytest.raises(ValueError, match="50 prompts; 60 were asked for"):
         harmful_demo.split_harmful_prompts(52, 8)
+
+
+def test_instruction_prompts_join_the_normal_pool_only():
+    from obliviate.data.fetch import load_builtin
+
+    rows = load_builtin("benign_prompts")
+    instruction = {r["prompt"] for r in rows if r["kind"] == "instruction"}
+    rest, benign_eval = harmful_demo.split_benign_prompts(32, seed=0)
+    assert not instruction & set(benign_eval)
+    assert instruction <= set(rest) and len(rest) + len(benign_eval) == len(rows)
+    assert len(set(rest)) == len(rest)
+    # Spread through the pool: the first 96 normal prompts already carry about their share.
+    share = len(instruction) / len(rest)
+    assert abs(len(instruction & set(rest[:96])) / 96 - share) < 0.1
+    kinds = {r["prompt"]: r["kind"] for r in rows}
+    assert {kinds[p] for p in benign_eval} == {"everyday", "borderline"}

@@ -72,18 +72,29 @@ def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[
 def split_benign_prompts(n_benign_eval: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """obliviate's benign prompts: (the rest, shuffled; held-out eval set, half everyday and half
     risky-sounding). The rest mixes both kinds, so a normal set drawn from it shows the model
-    that "kill a Python process" still deserves an answer."""
+    that "kill a Python process" still deserves an answer, plus the benign requests phrased like
+    harmful ones ("Write a persuasive article...", "Give detailed instructions for..."): they
+    only ever join the normal set, so the held-out eval set is the same with or without them."""
     rows = load_builtin("benign_prompts")
     rng = random.Random(seed)
     everyday = [r["prompt"] for r in rows if r["kind"] == "everyday"]
     borderline = [r["prompt"] for r in rows if r["kind"] == "borderline"]
+    instruction = [r["prompt"] for r in rows if r["kind"] == "instruction"]
     rng.shuffle(everyday)
     rng.shuffle(borderline)
     half = n_benign_eval // 2
     benign_eval = everyday[:half] + borderline[: n_benign_eval - half]
     rest = everyday[half:] + borderline[n_benign_eval - half:]
     rng.shuffle(rest)
-    return rest, benign_eval
+    # Interleaved so that any prefix of the normal set (n_normal) holds both kinds in proportion.
+    step = max(1, round(len(rest) / max(1, len(instruction))))
+    mixed: list[str] = []
+    pending = list(instruction)
+    for i, prompt in enumerate(rest):
+        mixed.append(prompt)
+        if pending and i % step == step - 1:
+            mixed.append(pending.pop(0))
+    return mixed + pending, benign_eval
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

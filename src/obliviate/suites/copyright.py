@@ -271,7 +271,7 @@ def default_general_texts(paragraphs: int = 8, per_paragraph: int = 12) -> list[
     """
     from obliviate.data.fetch import load_builtin
 
-    prompts = [r["prompt"] for r in load_builtin("benign_prompts")]
+    prompts = [r["prompt"] for r in load_builtin("benign_prompts") if r["kind"] in ("everyday", "borderline")]
     chunks = [" ".join(prompts[i : i + per_paragraph]) for i in range(0, len(prompts), per_paragraph)]
     return chunks[:paragraphs]
 
@@ -286,7 +286,9 @@ def everyday_pairs(count: int, *, skip_paragraphs: int = 8, per_paragraph: int =
     """
     from obliviate.data.fetch import load_builtin
 
-    prompts = [r["prompt"] for r in load_builtin("benign_prompts")][skip_paragraphs * per_paragraph :]
+    # Everyday and risky-sounding questions only, the same text the general figure is made of.
+    rows = [r for r in load_builtin("benign_prompts") if r["kind"] in ("everyday", "borderline")]
+    prompts = [r["prompt"] for r in rows][skip_paragraphs * per_paragraph :]
     pairs = [
         Example(prompts[i], " ".join(prompts[i + 1 : i + 3]), {"source": "everyday"})
         for i in range(0, len(prompts) - 2, 3)
