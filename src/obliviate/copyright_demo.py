@@ -61,9 +61,9 @@ RECIPE_FINETUNE: dict[str, Any] = {
     "train": {"lr": 2e-3, "epochs": 10, "batch_size": 4, "seed": 0},
 }
 RECIPE_UNLEARN: dict[str, Any] = {
-    "method": {"name": "ga_mismatch_kl", "forget_weight": 1.0, "mismatch_weight": 1.0, "retain_weight": 2.0,
+    "method": {"name": "ga_mismatch_kl", "forget_weight": 1.0, "mismatch_weight": 1.0, "retain_weight": 3.0,
                "num_random_answers": 1},
-    "train": {"lr": 1e-3, "max_steps": 12, "batch_size": 2, "warmup_steps": 2, "seed": 0, "lora": {"r": 16, "alpha": 32}},
+    "train": {"lr": 1e-3, "max_steps": 20, "batch_size": 2, "warmup_steps": 2, "seed": 0, "lora": {"r": 16, "alpha": 32}},
 }
 
 
@@ -109,7 +109,7 @@ class Recipe(_Strict):
                                     description="run-config sections: run, data, method, train")
     eval: EvalSection = Field(default_factory=EvalSection)
     everyday_normal: int = Field(
-        default=0, ge=0,
+        default=21, ge=0,
         description="everyday-text pairs added to the unlearning stage's normal (KL) set, besides the retain chapters; "
                     "never the text scored for general perplexity",
     )
