@@ -206,6 +206,25 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
     assert (tmp_path / "eval" / "eval" / "copyright_again.json").is_file()
 
 
+def test_unlearning_can_continue_the_finetuning_adapter(tmp_path, tiny_model_dir):
+    from obliviate.copyright_demo import run_copyright_demo
+
+    recipe = tmp_path / "recipe.yaml"
+    text = TINY_RECIPE.format(model=tiny_model_dir).replace("lora: {enabled: false}", "lora: {r: 8, alpha: 64}")
+    recipe.write_text(text.replace("everyday_normal: 3", "everyday_normal: 0\nunlearn_start: adapter")
+                      .replace("original: true", "original: false"))
+    out = tmp_path / "demo"
+    summary = run_copyright_demo(out, config=recipe, progress=False, log=lambda m: None)
+    ul_config = yaml.safe_load((out / "unlearn" / "config.yaml").read_text())
+    assert ul_config["train"]["lora"]["init_from"] == str(out / "finetune")
+    assert ul_config["model"]["name"] == str(tiny_model_dir)  # the base, not a merged copy
+    assert (out / "finetune" / "model" / "adapter_config.json").is_file()  # kept as an adapter
+    log = [json.loads(line) for line in (out / "unlearn" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["loss/retain_kl"] == pytest.approx(0.0, abs=1e-6)  # reference = base + fine-tuning adapter
+    nll = {stage: summary["metrics"][stage]["forget"]["continuation_nll"] for stage in ("finetuned", "unlearned")}
+    assert nll["unlearned"] > nll["finetuned"]
+
+
 def test_everyday_pairs_never_overlap_the_general_perplexity_text():
     general = " ".join(suite.default_general_texts())
     pairs = suite.everyday_pairs(100)

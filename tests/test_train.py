@@ -168,3 +168,35 @@ def test_gradient_checkpointing_trains_to_the_same_weights(make_config, tmp_path
     assert moved > 0
     loss = lambda run: [json.loads(l)["loss/total"] for l in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
     assert loss("plain") == pytest.approx(loss("ckpt"), rel=1e-4)
+
+
+def test_continuing_a_finetuned_adapter(make_config, tiny_model_dir, tmp_path):
+    """Unlearning can keep training the fine-tuning adapter (the papers' set-up): it starts from
+    base + adapter, and its reference model is base + adapter too, not the bare base."""
+    from obliviate.errors import UserError
+    from obliviate.models import load_trained
+
+    run_training(make_config("method.name=finetune", "train.max_steps=20", "train.lr=5e-2"), tmp_path / "ft",
+                 progress=False, log=lambda m: None)
+    finetuned, tok = load_trained(str(tmp_path / "ft"))
+    start_nll = mean_nll(finetuned, tok, FORGET)
+    base, _ = load(tiny_model_dir)
+    assert start_nll < mean_nll(base, tok, FORGET) - 0.05  # the adapter changed the model (it learned the set)
+
+    result = run_training(
+        make_config("method.name=ga_kl", "train.max_steps=6", "train.lr=0.1", f"train.batch_size={len(FORGET)}", f"train.lora.init_from={tmp_path / 'ft'}"),
+        tmp_path / "ul", progress=False, log=lambda m: None,
+    )
+    log = [json.loads(l) for l in (tmp_path / "ul" / "train_log.jsonl").read_text().splitlines()]
+    # Step 1 is computed before any update: the model is base + adapter, and so is the reference,
+    # so the KL is zero and the forget NLL is the fine-tuned model's.
+    assert log[0]["loss/retain_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert -log[0]["loss/forget"] == pytest.approx(start_nll, rel=1e-4)
+    unlearned, _ = load_trained(str(tmp_path / "ul"))
+    assert mean_nll(unlearned, tok, FORGET) > start_nll + 0.02
+    assert result.stop_reason == "max_steps"
+
+    with pytest.raises(UserError, match="init_from: .* is not a LoRA adapter folder"):
+        run_training(make_config("method.name=ga", f"train.lora.init_from={tmp_path / 'nothing'}"), tmp_path / "bad",
+                     progress=False, log=lambda m: None)
+    assert not (tmp_path / "bad").exists()  # bad input leaves nothing behind

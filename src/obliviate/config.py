@@ -70,6 +70,12 @@ class LoRASection(Strict):
     # extra copy of every adapted input; the seed papers use 0.05 when fine-tuning (configs/finetune_*).
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR_MODULES))
+    init_from: Optional[str] = Field(
+        default=None,
+        description="continue training this LoRA adapter (an adapter folder or a run folder) instead of a new one; "
+        "r, alpha and target modules then come from the adapter (dropout from this section), and the reference model is "
+        "model.name with the adapter as loaded",
+    )
 
 
 class TrainSection(Strict):

@@ -108,6 +108,11 @@ class Recipe(_Strict):
     unlearn: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_UNLEARN),
                                     description="run-config sections: run, data, method, train")
     eval: EvalSection = Field(default_factory=EvalSection)
+    unlearn_start: Literal["merged", "adapter"] = Field(
+        default="merged",
+        description="merged: a new LoRA adapter on the merged fine-tuned model; adapter: keep training the "
+                    "fine-tuning adapter itself, as the papers do (the KL reference is then a merged copy)",
+    )
     everyday_normal: int = Field(
         default=21, ge=0,
         description="everyday-text pairs added to the unlearning stage's normal (KL) set, besides the retain chapters; "
@@ -174,8 +179,12 @@ def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tupl
         "data": {"template": template, "max_length": finetune.get("data", {}).get("max_length", 512)},
         "train": {"save_every": 0},
     }, recipe.unlearn)
+    if recipe.unlearn_start == "adapter":  # the base model, with the fine-tuning adapter trained further
+        start = {"model": {"name": model}, "train": {"lora": {"enabled": True, "init_from": str(out_dir / "finetune")}}}
+    else:  # a new adapter on the merged fine-tuned weights
+        start = {"model": {"name": str(out_dir / "finetune" / "model")}}
     unlearn = deep_merge(unlearn, {
-        "model": {"name": str(out_dir / "finetune" / "model")},
+        **start,
         "data": {"forget": {"path": str(data_dir / "forget.jsonl")}, "retain": {"path": str(data_dir / "normal.jsonl")}},
     })
     configs = []
@@ -188,7 +197,12 @@ def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tupl
     if ft.data.template != ul.data.template:
         raise UserError(f"{source}: unlearn.data.template ({ul.data.template}) differs from finetune.data.template "
                         f"({ft.data.template}); the model must be unlearned in the format it memorised")
-    if ft.train.lora.enabled and not ft.train.merge_lora:
+    if recipe.unlearn_start == "adapter":
+        if not ft.train.lora.enabled:
+            raise UserError(f"{source}: unlearn_start is 'adapter' but the fine-tuning stage trains all weights "
+                            "(finetune.train.lora.enabled: false); use unlearn_start: merged")
+        ft.train.merge_lora = False  # the adapter itself is what unlearning continues
+    elif ft.train.lora.enabled and not ft.train.merge_lora:
         ft.train.merge_lora = True  # the unlearning stage starts from the merged fine-tuned model
     return ft, ul
 
@@ -330,17 +344,22 @@ def run_copyright_demo(
         ft_config, out / "finetune", model=base, tokenizer=tokenizer, data=TrainData(train_pairs),
         progress=progress, log=log,
     )
-    ft_result.model = None  # the merged copy on disk is the fine-tuned model from here on
+    ft_result.model = None  # the copy on disk is the fine-tuned model from here on
     del base
-    finetuned, tokenizer = load_model_and_tokenizer(str(out / "finetune" / "model"))
+    from obliviate.models import load_trained
+
+    finetuned, tokenizer = load_trained(str(out / "finetune" / "model"))  # merged weights, or base + adapter
     t = lap("fine-tuning", t)
     measure("finetuned", finetuned)
     t = lap("evaluation finetuned", t)
 
     log(f"4/5 unlearning with {ul_config.method.name} (lr {ul_config.train.lr:g}, "
-        f"{total_steps(ul_config, len(pairs['forget']), 1)} steps) from the merged fine-tuned model")
+        f"{total_steps(ul_config, len(pairs['forget']), 1)} steps) "
+        + ("continuing the fine-tuning adapter" if recipe.unlearn_start == "adapter" else "from the merged fine-tuned model"))
+    if recipe.unlearn_start == "adapter":
+        del finetuned  # run_training loads the base and puts the fine-tuning adapter back on, trainable
     ul_result = run_training(
-        ul_config, out / "unlearn", model=finetuned, tokenizer=tokenizer,
+        ul_config, out / "unlearn", model=finetuned if recipe.unlearn_start == "merged" else None, tokenizer=tokenizer,
         data=TrainData(pairs["forget"], normal, pool), progress=progress, log=log,
     )
     t = lap("unlearning", t)

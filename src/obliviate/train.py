@@ -172,6 +172,46 @@ def attach_lora(model: torch.nn.Module, config: RunConfig, seed: int) -> torch.n
     return get_peft_model(model, peft_config)
 
 
+def adapter_folder(spec: Optional[str]) -> Optional[Path]:
+    """The LoRA adapter folder named by ``train.lora.init_from`` (a run folder means its ``model/``)."""
+    if spec is None:
+        return None
+    folder = Path(spec).expanduser()
+    if (folder / "model" / "adapter_config.json").is_file():
+        folder = folder / "model"
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(
+            f"train.lora.init_from: {spec} is not a LoRA adapter folder (no adapter_config.json); give the folder "
+            "`obliviate finetune` wrote (its run folder or run/model), or leave init_from out for a new adapter"
+        )
+    return folder
+
+
+def continue_adapter(
+    model: torch.nn.Module, folder: Path, *, needs_reference: bool, dropout: float = 0.0
+) -> tuple[torch.nn.Module, Optional[torch.nn.Module]]:
+    """Put a saved LoRA adapter on ``model`` and make it trainable (the papers keep training the
+    fine-tuning adapter). Rank, alpha and target modules are the adapter's; dropout is this run's
+    (``train.lora.dropout``), not the fine-tuning run's. Switching the adapter off would give the
+    model *before* that fine-tuning, not the model unlearning starts from, so the reference is a
+    frozen merged copy of base + adapter, made only when the method needs one."""
+    from peft import PeftConfig, PeftModel
+
+    frozen = None
+    try:
+        if needs_reference:
+            frozen = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+            frozen = frozen.eval().requires_grad_(False)
+        adapter_config = PeftConfig.from_pretrained(str(folder))
+        adapter_config.lora_dropout = dropout
+        return PeftModel.from_pretrained(model, str(folder), config=adapter_config, is_trainable=True), frozen
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise UserError(
+            f"train.lora.init_from: the adapter in {folder} does not fit model.name "
+            f"({str(err).strip().splitlines()[0][:200]})"
+        ) from None
+
+
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Keep only each decoder layer's input and recompute the rest during backward.
 
@@ -228,6 +268,7 @@ def run_training(
     )
     is_main = accelerator.is_main_process
     seed = config.train.seed
+    adapter_start = adapter_folder(config.train.lora.init_from) if config.train.lora.enabled else None
     if model is None:  # loaded before the run folder is made: a bad model path leaves nothing behind
         from obliviate.models import load_model_and_tokenizer
 
@@ -240,7 +281,12 @@ def run_training(
     frozen = None
     if method.needs_reference and not use_lora:
         frozen = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
-    if use_lora:
+    if use_lora and adapter_start is not None:
+        model, frozen = continue_adapter(
+            model, adapter_start, needs_reference=method.needs_reference, dropout=config.train.lora.dropout
+        )
+        frozen = frozen.to(accelerator.device) if frozen is not None else None
+    elif use_lora:
         model = attach_lora(model, config, seed)
     if config.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
