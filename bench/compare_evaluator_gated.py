@@ -195,6 +195,7 @@ def write_html_report(out: Path, results: dict) -> Path:
         }
         for name, m in zip(names, metrics)
     ]
+    rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
     plot_dir = out / "plots"
     made = [plots.grouped_bars(
         {key: [row[key] for row in rows] for key in
