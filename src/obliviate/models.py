@@ -635,21 +635,30 @@ def _load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool, padding_si
     from transformers import AutoTokenizer
 
     extra: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
-    if resolved.kind == "hub":
-        tokenizer = _from_hub(
-            resolved.location,
-            lambda hub_id, **kw: AutoTokenizer.from_pretrained(hub_id, **extra, **kw),
-        )
-    else:
-        folder = resolved.location
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
-        except (OSError, ValueError, TypeError) as err:
-            raise UserError(
-                f"cannot load a tokenizer from {folder} ({str(err).strip().splitlines()[0]}); "
-                "the folder needs tokenizer.json, or tokenizer_config.json and a vocabulary"
-            ) from None
+    tokenizer = _load_pretrained(
+        resolved,
+        lambda location, **kw: AutoTokenizer.from_pretrained(location, **extra, **kw),
+        (OSError, ValueError, TypeError),
+        lambda folder, why: f"cannot load a tokenizer from {folder} ({why}); "
+        "the folder needs tokenizer.json, or tokenizer_config.json and a vocabulary",
+    )
     return prepare_tokenizer(tokenizer, padding_side)
+
+
+def _load_pretrained(
+    resolved: ResolvedModel,
+    load: Callable[..., _T],
+    errors: tuple[type[BaseException], ...],
+    message: Callable[[Any, str], str],
+) -> _T:
+    """``load`` from the hub (with its offline error) or from a local folder (local files only,
+    ``errors`` turned into a one-line ``UserError`` built by ``message(folder, first line)``)."""
+    if resolved.kind == "hub":
+        return _from_hub(resolved.location, load)
+    try:
+        return load(resolved.location, local_files_only=True)
+    except errors as err:
+        raise UserError(message(resolved.location, str(err).strip().splitlines()[0])) from None
 
 
 def load_model_and_tokenizer(
@@ -676,21 +685,12 @@ def load_model_and_tokenizer(
     extra: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
     model_kwargs: dict[str, Any] = {"use_safetensors": True, **_dtype_kwarg(torch_dtype), **extra}
 
-    if resolved.kind == "hub":
-        model = _from_hub(
-            resolved.location,
-            lambda hub_id, **kw: AutoModelForCausalLM.from_pretrained(hub_id, **model_kwargs, **kw),
-        )
-    else:
-        folder = resolved.location
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, local_files_only=True, **model_kwargs
-            )
-        except (OSError, ValueError) as err:
-            raise UserError(
-                f"cannot load the model in {folder}: {str(err).strip().splitlines()[0]}"
-            ) from None
+    model = _load_pretrained(
+        resolved,
+        lambda location, **kw: AutoModelForCausalLM.from_pretrained(location, **model_kwargs, **kw),
+        (OSError, ValueError),
+        lambda folder, why: f"cannot load the model in {folder}: {why}",
+    )
     tokenizer = _load_tokenizer(resolved, trust_remote_code, padding_side)
     # generate() warns on every call when the model has no pad id; use the tokenizer's
     if (
