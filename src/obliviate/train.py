@@ -366,9 +366,8 @@ def run_training(
                         with accelerator.autocast():
                             out = method.loss(model, batch, reference)
                         parts = {**out.parts, "total": out.total.item()}
-                        if not math.isfinite(parts["total"]):
-                            raise TrainingDiverged(_diverged_message(step, out.parts, checkpoints))
-                        accelerator.backward(out.total / accum)
+                        if math.isfinite(parts["total"]):  # a non-finite loss is never backpropagated
+                            accelerator.backward(out.total / accum)
                 if not math.isfinite(parts["total"]):
                     raise TrainingDiverged(_diverged_message(step, parts, checkpoints))
                 for name, value in parts.items():
