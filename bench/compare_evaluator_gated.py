@@ -57,7 +57,23 @@ def parse_args(argv=None):
     parser.add_argument("--train-answer-tokens", type=int, default=demo.train_answer_tokens)
     parser.add_argument("--max-new-tokens", type=int, default=demo.max_new_tokens)
     parser.add_argument("--seed", type=int, default=demo.seed)
+    parser.add_argument("--dc-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="further distance_cluster options, e.g. margin=4 positive_weight=2")
+    parser.add_argument("--ga-set", nargs="*", default=[], metavar="KEY=VALUE", help="further ga_mismatch_kl options")
     return parser.parse_args(argv)
+
+
+def method_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings as a dict, each value read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
+    return settings
 
 
 def splits(args):
@@ -115,9 +131,10 @@ def main(argv=None) -> int:
     for variant in args.variants:
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
         if method == "ga_mismatch_kl":
-            options = {"num_random_answers": args.num_random_answers, "retain_weight": args.normal_weight}
+            options = {"num_random_answers": args.num_random_answers, "retain_weight": args.normal_weight,
+                       **method_settings(args.ga_set)}
         else:
-            options = {"normal_weight": args.normal_weight}
+            options = {"normal_weight": args.normal_weight, **method_settings(args.dc_set)}
         early = variant.endswith("_es")
         steps = args.max_steps if early else args.steps
         config = load_config(None, data={

@@ -151,6 +151,24 @@ def test_attached_template_is_the_one_nearest_a_centre(parts):
     assert method.expected[("where?", "in Quellmoor")] == REFUSAL_TEMPLATES[int(closeness.argmax())]
 
 
+def test_several_expected_outputs_are_drawn_from_the_prompts_nearest_cluster(parts):
+    tok, model, reference, encoder, data = parts
+    method = _setup(parts, expected_source="templates", num_clusters=3, expected_per_prompt=4)
+    pairs = [Example("where?", t) for t in REFUSAL_TEMPLATES]
+    unit = torch.nn.functional.normalize(method.embed(reference, encoder, pairs, "cpu"), dim=-1)
+    closeness, nearest = nearest_centroid_cosine(unit, method.centroids)
+    cluster = int(nearest[int(closeness.argmax())])  # the cluster of the prompt's nearest template
+    members = {t for t, c in zip(REFUSAL_TEMPLATES, nearest.tolist()) if c == cluster}
+    assert set(method.cluster_members[("where?", "in Quellmoor")]) == members
+    assert len(members) < len(REFUSAL_TEMPLATES)  # the draw is narrower than "any template"
+    drawn = set()
+    for step in range(20):
+        groups = method.build_batch(data.forget, data.retain, BatchContext(np.random.default_rng(step), []))
+        assert [e.prompt for e in groups["positive"]] == ["secret?"] * 4 + ["where?"] * 4
+        drawn |= {e.response for e in groups["positive"] if e.prompt == "where?"}
+    assert drawn == members  # every member is drawn, nothing outside the cluster
+
+
 def test_expected_source_field_requires_the_field(parts):
     from obliviate.errors import UserError
 

@@ -70,6 +70,11 @@ class LoRASection(Strict):
     # extra copy of every adapted input; the seed papers use 0.05 when fine-tuning (configs/finetune_*).
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR_MODULES))
+    fused: bool = Field(
+        default=True,
+        description="compute each adapted layer as base + (A x)·s·Bᵀ in one accumulating matrix product (same maths, "
+        "fewer passes over memory; obliviate.lora_fused); false: peft's own forward",
+    )
     init_from: Optional[str] = Field(
         default=None,
         description="continue training this LoRA adapter (an adapter folder or a run folder) instead of a new one; "

@@ -288,6 +288,10 @@ def run_training(
         frozen = frozen.to(accelerator.device) if frozen is not None else None
     elif use_lora:
         model = attach_lora(model, config, seed)
+    if use_lora and config.train.lora.fused:
+        from obliviate.lora_fused import fuse_lora_layers
+
+        fuse_lora_layers(model)
     if config.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     model.train()

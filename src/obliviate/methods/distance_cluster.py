@@ -9,7 +9,8 @@ the model:
     L_neg         = mean_i mean_t relu( log p_theta(y_it | x_i, y_i<t) - log p_orig(y_it | ...) + m )
                     over the response tokens of each flagged pair (x_i, y_i): a hinge on the
                     per-token log-likelihood ratio to the original model
-    L_pos_nll     = mean_i NLL_theta(e_i | x_i), e_i = the expected output attached to x_i
+    L_pos_nll     = mean_i mean_k NLL_theta(e_ik | x_i), e_i1..e_iK = expected outputs attached to x_i
+                    (K = 1 by default: the single nearest one)
     L_pos_cluster = mean_i ( 1 - max_k cos( h_theta(x_i, e_i), mu_k ) )
                     h = last hidden state mean-pooled over the response tokens; mu_1..mu_K =
                     k-means centres of the ORIGINAL model's h over every (flagged prompt,
@@ -36,7 +37,11 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
 * "Nearest expected output": each flagged row has candidates (its own ``expected`` field, which
   may hold several answers, or built-in templates); the one whose original-model embedding lies
   closest to any cluster centre (the most typical expected output for that prompt) is attached
-  to the prompt, once, in ``setup``.
+  to the prompt, once, in ``setup``. With ``expected_per_prompt: K > 1`` the positive term
+  instead draws K expected outputs per prompt each step from that prompt's candidates in the
+  same cluster: the likelihood of the cluster rather than of its single most typical member.
+  One fixed answer per prompt can be learnt as a string tied to that prompt; several drawn
+  afresh each step make the behaviour, not one sentence, the target.
 * Normal term: forward KL to the original model on normal data (as the first seed paper), so the
   distribution on normal prompts stays put rather than only its argmax.
 
@@ -183,6 +188,11 @@ class DistanceClusterConfig(MethodConfig):
     cluster_weight: float = Field(default=1.0, ge=0, description="weight of 1 - cos to the nearest cluster mean")
     normal_weight: float = Field(default=1.0, ge=0, description="weight of the forward KL on normal data")
     num_clusters: int = Field(default=1, gt=0, description="k of k-means over expected outputs; 1 = plain mean")
+    expected_per_prompt: int = Field(
+        default=1, gt=0,
+        description="1: each flagged prompt always gets its nearest expected output; K > 1: K drawn each step "
+        "from the candidates in that prompt's nearest cluster",
+    )
     expected_source: Literal["auto", "field", "templates"] = Field(
         default="auto", description="auto: a row's expected field when present, else the templates"
     )
@@ -244,6 +254,8 @@ class DistanceCluster(Method):
         super().__init__(config)
         self.centroids: Optional[torch.Tensor] = None  # (K, H), float32, on the training device
         self.expected: dict[tuple[str, str], str] = {}  # (prompt, bad answer) -> attached expected output
+        # (prompt, bad answer) -> its candidates in the cluster of its nearest one (drawn from when K > 1)
+        self.cluster_members: dict[tuple[str, str], list[str]] = {}
         self.cluster_sizes: list[int] = []
         self.stopper = None
 
@@ -298,13 +310,17 @@ class DistanceCluster(Method):
         centres, labels = kmeans(unit, self.config.num_clusters)
         self.centroids = centres.to(device)
         self.cluster_sizes = torch.bincount(labels, minlength=centres.shape[0]).tolist()
-        closeness, _ = nearest_centroid_cosine(unit, centres)
-        best: dict[int, tuple[float, str]] = {}
+        closeness, nearest = nearest_centroid_cosine(unit, centres)
+        best: dict[int, tuple[float, str, int]] = {}
         for i, (owner_index, pair) in enumerate(zip(owner, pairs)):
             score = float(closeness[i])
             if owner_index not in best or score > best[owner_index][0]:
-                best[owner_index] = (score, pair.response)
-        self.expected = {rows[i]: text for i, (_, text) in best.items()}
+                best[owner_index] = (score, pair.response, int(nearest[i]))
+        self.expected = {rows[i]: text for i, (_, text, _) in best.items()}
+        self.cluster_members = {
+            rows[index]: [pair.response for j, pair in enumerate(pairs) if owner[j] == index and int(nearest[j]) == cluster]
+            for index, (_, _, cluster) in best.items()
+        }
         if self.config.early_stopping is not None:
             from obliviate.early_stopping import build_stopper
 
@@ -316,12 +332,19 @@ class DistanceCluster(Method):
     def build_batch(self, forget, retain, ctx):
         if not self.expected:
             raise RuntimeError("distance_cluster.setup must run before build_batch")
+        k = self.config.expected_per_prompt
         positive = []
         for example in forget:
-            text = self.expected.get((example.prompt, example.response))
-            if text is None:  # a row not seen in setup (a caller passing other data): use its candidates
-                text = self.candidates(example)[0]
-            positive.append(Example(example.prompt, text))
+            key = (example.prompt, example.response)
+            if k == 1:
+                # a row not seen in setup (a caller passing other data) falls back to its first candidate
+                texts = [self.expected.get(key) or self.candidates(example)[0]]
+            else:
+                members = self.cluster_members.get(key) or self.candidates(example)
+                texts = [members[j] for j in ctx.rng.integers(0, len(members), size=k)]
+            positive.extend(Example(example.prompt, text) for text in texts)
+        # Every prompt carries K rows, so the plain mean over rows is the mean over prompts of the
+        # mean over its K expected outputs.
         return {"forget": forget, "positive": positive, "retain": retain}
 
     def terms(self, model, batch, reference):
