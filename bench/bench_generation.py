@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 
+import obliviate  # noqa: F401  (first: its allocator settings must precede torch's import)
 import torch
 
 from obliviate.data.formatting import prompt_text

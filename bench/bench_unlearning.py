@@ -145,6 +145,7 @@ def _step_token_split(method, data, steps: int, batch_size: int, seed: int, toke
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
+    import obliviate  # noqa: F401  (first: its allocator settings must precede torch's import)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -140,6 +140,13 @@ def test_forward_answers_cuts_prompt_positions_and_keeps_the_tail_exact(setup):
     assert out.logits.shape[1] == labels.shape[1] == width
     torch.testing.assert_close(out.logits, full[:, -width:], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ref.answer_logits(forget), ref.logits(forget)[:, -width:], rtol=1e-5, atol=1e-5)
+    # the output layer was handed a contiguous copy of the sliced hidden states (the fast path)
+    seen = []
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    forward_answers(model, forget)
+    handle.remove()
+    assert seen == [True] and getattr(head, "_obliviate_contiguous_input") is True
 
 
 @pytest.mark.parametrize("name", ["ga_mismatch_kl", "ga_kl", "grad_diff"])

@@ -21,11 +21,70 @@ def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each target token and its mask, both (B, T-1); masked positions are 0."""
-    logits, labels = shift(logits, labels)
-    mask = labels != IGNORE_INDEX
-    safe = labels.masked_fill(~mask, 0)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return logp * mask, mask
+    next_labels = shifted_labels(labels)
+    mask = next_labels != IGNORE_INDEX
+    logp = TargetLogProb.apply(logits.float(), next_labels.masked_fill(~mask, 0))
+    return (logp * mask)[:, :-1], mask[:, :-1]
+
+
+def shifted_labels(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) targets aligned with (B, T) logits: position t gets labels[t+1], the last none.
+
+    The same alignment as ``shift`` without slicing the logits: a slice of a (B, T, V) tensor is
+    not contiguous, and the kernels below would first copy all of it.
+    """
+    return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+class TargetLogProb(torch.autograd.Function):
+    """``log_softmax(logits)[..., target]`` with a lean backward: (B, T, V), (B, T) -> (B, T).
+
+    Forward keeps only the log-normaliser (B, T) beside the logits, which the caller holds
+    anyway; autograd's log_softmax + gather would keep a second (B, T, V) tensor and spend a
+    zero-filled (B, T, V) scatter and two more full passes in backward. Gradient:
+    g * (onehot(target) - softmax(logits)), built in one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, dim=-1)
+        picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(logits, lse, target)
+        return picked - lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, lse, target = ctx.saved_tensors
+        out = torch.sub(logits, lse.unsqueeze(-1)).exp_()  # softmax
+        out.mul_(-grad.unsqueeze(-1))
+        out.scatter_add_(-1, target.unsqueeze(-1), grad.unsqueeze(-1))
+        return out, None
+
+
+class ForwardKLPerToken(torch.autograd.Function):
+    """``sum_v p_v (log p_v - log q_v)`` per position, p = softmax(reference), q = softmax(logits).
+
+    (B, T, V), (B, T, V) -> (B, T); the gradient flows to ``logits`` only: g * (q - p). Forward
+    keeps p and the log-normaliser of the logits (the logits the caller holds anyway), where
+    autograd would keep log q and p and run five full passes backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(reference_logits, dim=-1)
+        p = log_p.exp()
+        # log q as log_softmax computes it (not logits - lse), so that KL is exactly 0 when the
+        # two models agree; it lives only inside forward.
+        kl = (p * (log_p - torch.log_softmax(logits, dim=-1))).sum(-1)
+        ctx.save_for_backward(logits, torch.logsumexp(logits, dim=-1), p)
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, lse, p = ctx.saved_tensors
+        out = torch.sub(logits, lse.unsqueeze(-1)).exp_().sub_(p)  # q - p
+        out.mul_(grad.unsqueeze(-1))
+        return out, None
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -68,15 +127,11 @@ def forward_kl(
     counts (the seed code's behaviour is coarser still: it averages over padding too; see
     ``reference_style_kl``).
     """
-    ref, lab = shift(reference_logits, labels)
-    cur, _ = shift(current_logits, labels)
-    log_p = torch.log_softmax(ref.float(), dim=-1)
-    log_q = torch.log_softmax(cur.float(), dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, T-1)
+    kl = ForwardKLPerToken.apply(current_logits.float(), reference_logits.detach().float())[:, :-1]  # (B, T-1)
     if all_positions and attention_mask is not None:
         mask = attention_mask[:, 1:].bool()
     else:
-        mask = lab != IGNORE_INDEX
+        mask = labels[:, 1:] != IGNORE_INDEX
     per_example = (kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     return per_example.mean()
 

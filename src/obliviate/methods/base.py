@@ -151,12 +151,34 @@ def forward_answers(model: torch.nn.Module, batch: Batch, **kwargs) -> tuple[Any
     return forward(model, batch, logits_to_keep=keep, **kwargs), batch["labels"][:, -keep:]
 
 
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def contiguous_output_layer(model: torch.nn.Module) -> None:
+    """Make the output layer's input contiguous (once per model; idempotent).
+
+    With ``logits_to_keep`` the model hands its output layer a slice of the hidden states, which
+    is not contiguous; ``F.linear`` then multiplies through a batched product against the
+    49k-row weight expanded per row of the batch, about 2.5 times slower on a CPU than one
+    matrix product over a contiguous copy (the copy is the size of the hidden states of the
+    window: tiny next to the logits).
+    """
+    inner = _innermost(model)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if head is None or getattr(head, "_obliviate_contiguous_input", False):
+        return
+    head.register_forward_pre_hook(_contiguous_input)
+    head._obliviate_contiguous_input = True
+
+
 def _logits_to_keep(model: torch.nn.Module, labels: torch.Tensor) -> int:
     """The window for ``logits_to_keep``, or 0 (keep everything) when it would not help or the
     model's forward does not take the argument."""
     keep = answer_window(labels)
     if keep >= labels.shape[1] or not _takes_logits_to_keep(_innermost(model)):
         return 0
+    contiguous_output_layer(model)
     return keep
 
 
