@@ -130,16 +130,19 @@ def _step_token_split(method, data, steps: int, batch_size: int, seed: int, toke
     from obliviate.train import Encoder, _micro_batch
 
     encoder = Encoder(tokenizer, config.data.max_length, config.data.template)
+    accum = config.train.grad_accum
     out = []
     for step in range(1, steps + 1):
-        groups = _micro_batch(method, data, step - 1, batch_size, 1, 0, seed)
         row: dict[str, int] = {}
-        for name, examples in groups.items():
-            if not examples:
-                continue
-            lengths = [len(encoder.encode(e).input_ids) for e in examples]
-            row[f"{name}_tokens"] = sum(lengths)
-            row[f"{name}_padded"] = max(lengths) * len(lengths)
+        for micro in range(accum):  # the loop's micro-batch numbering
+            groups = _micro_batch(method, data, (step - 1) * accum + micro, batch_size, 1, 0, seed,
+                                  config.train.retain_batch_size)
+            for name, examples in groups.items():
+                if not examples:
+                    continue
+                lengths = [len(encoder.encode(e).input_ids) for e in examples]
+                row[f"{name}_tokens"] = row.get(f"{name}_tokens", 0) + sum(lengths)
+                row[f"{name}_padded"] = row.get(f"{name}_padded", 0) + max(lengths) * len(lengths)
         out.append(row)
     return out
 
