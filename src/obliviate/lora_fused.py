@@ -4,8 +4,8 @@ peft computes ``base(x) + B(A(dropout(x))) * s``: the scale multiplies and the s
 tensors as wide as the layer's output, forward and again backward, in every adapted layer. On a
 CPU those element-wise passes are memory-bound and cost a visible share of an unlearning step.
 Here the scale goes on the rank-r intermediate (``(A x) s`` has r columns, not out_features) and
-the sum is the accumulating form of the second matrix product (``addmm``: base + h Bᵀ in one
-BLAS call). ``B (A x) s == B ((A x) s)`` exactly in real arithmetic; in floating point the
+the sum is the accumulating form of the second matrix product (in-place ``addmm_``: base +=
+h Bᵀ in one BLAS call). ``B (A x) s == B ((A x) s)`` exactly in real arithmetic; in floating point the
 results agree to rounding (tested).
 
 Only the plain case is taken over: one active vanilla LoRA adapter on an ``nn.Linear``, not
@@ -40,9 +40,14 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
     result = self.base_layer(flat)
     low = lora_a(self.lora_dropout[name](flat)) * self.scaling[name]
-    # addmm(result, low, Bᵀ) = result + low @ Bᵀ, accumulated inside the matrix product.
-    fused = torch.addmm(result, low, lora_b.weight.t()) if lora_b.bias is None else result + lora_b(low)
-    return fused.reshape(*x.shape[:-1], fused.shape[-1])
+    if lora_b.bias is not None:
+        return (result + lora_b(low)).reshape(*x.shape[:-1], result.shape[-1])
+    # result += low @ Bᵀ inside the matrix product (beta = 1): no extra pass and, being in place,
+    # no copy of ``result`` either (out-of-place addmm copies its input first). Autograd allows it:
+    # the base layer's backward needs its input and weight, not this output. In-place ops are
+    # not autocast, so the operands take the output's dtype explicitly.
+    result.addmm_(low.to(result.dtype), lora_b.weight.t().to(result.dtype))
+    return result.reshape(*x.shape[:-1], result.shape[-1])
 
 
 def fuse_lora_layers(model: torch.nn.Module) -> int:
