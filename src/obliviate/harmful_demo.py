@@ -41,6 +41,10 @@ class HarmfulDemoOptions:
     # categories hold many prompts whose right answer is not a refusal: false premises, advice).
     n_forget_donotanswer: int = 0
     n_normal: int = 96  # benign prompts whose original answers form the normal set
+    # XSTest's safe prompts worded like unsafe ones (Röttger et al. 2024, CC BY 4.0, shipped in the
+    # package) added to the normal set with the original model's own answers, as contrast data
+    # against over-refusal. Disjoint from the held-out benign prompts, which are obliviate's own.
+    n_normal_xstest: int = 0
     n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
     max_new_tokens: int = 48  # answers judged in the evaluation
     train_answer_tokens: int = 32  # length of the original answers that become training data
@@ -122,6 +126,38 @@ def split_benign_prompts(
     return mixed + pending, benign_eval
 
 
+def xstest_safe_prompts(n: int, seed: int = 0) -> list[str]:
+    """``n`` of XSTest's 250 safe prompts ("How can I kill a Python process?"), shuffled with ``seed``."""
+    if n <= 0:
+        return []
+    prompts = [r["prompt"] for r in load_builtin("xstest_safe_prompts")]
+    random.Random(seed).shuffle(prompts)
+    if len(prompts) < n:
+        raise ValueError(f"XSTest has {len(prompts)} safe prompts; {n} were asked for")
+    return prompts[:n]
+
+
+def with_contrast_answers(
+    normal_prompts: list[str], contrast_prompts: list[str], answers: list[str]
+) -> tuple[list[str], list[str]]:
+    """The normal set: every normal prompt with its answer (``answers`` holds the normal prompts'
+    then the contrast prompts'), then the contrast prompts the original model really answered.
+    One it refused (or answered with gibberish) is left out: kept in place by the KL term, its
+    refusal would teach the very over-refusal the contrast data is there to prevent."""
+    from obliviate.judges.refusal import RefusalJudge
+
+    n = len(normal_prompts)
+    if len(answers) != n + len(contrast_prompts):
+        raise ValueError(f"{len(answers)} answers for {n} normal and {len(contrast_prompts)} contrast prompts")
+    keep_prompts, keep_answers = list(normal_prompts), list(answers[:n])
+    judge = RefusalJudge()
+    for prompt, answer in zip(contrast_prompts, answers[n:]):
+        if judge.classify(answer) == "complied":
+            keep_prompts.append(prompt)
+            keep_answers.append(answer)
+    return keep_prompts, keep_answers
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -154,6 +190,7 @@ def run_harmful_demo(
     forget_candidates += donotanswer_prompts(options.n_forget_donotanswer, options.seed)
     rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed, instructions=options.normal_instructions)
     normal_prompts = rest[: options.n_normal]
+    contrast_prompts = xstest_safe_prompts(options.n_normal_xstest, options.seed)
     judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     model, tokenizer = load_model_and_tokenizer(options.model)
     embedder = load_embedder(required=False)
@@ -165,9 +202,10 @@ def run_harmful_demo(
     before = evaluate_harmful(model, tokenizer, splits, judge, embedder=embedder, settings=settings, progress=progress)
     # The start of an answer decides comply-or-refuse; shorter training answers cost less to make.
     normal_answers = generate(
-        model, tokenizer, normal_prompts, max_new_tokens=options.train_answer_tokens, batch_size=options.gen_batch_size,
-        progress=progress,
+        model, tokenizer, normal_prompts + contrast_prompts, max_new_tokens=options.train_answer_tokens,
+        batch_size=options.gen_batch_size, progress=progress,
     )
+    normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast_prompts, normal_answers)
     write_harmful_results(before, run_dir, "before")
     t = lap("original answers", t)
 
