@@ -43,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--n-unseen", type=int, default=demo.n_unseen)
     parser.add_argument("--n-normal", type=int, default=demo.n_normal)
     parser.add_argument("--n-benign", type=int, default=demo.n_benign_eval)
+    parser.add_argument("--n-normal-xstest", type=int, default=demo.n_normal_xstest,
+                        help="XSTest safe prompts added to the normal set (those the original answers)")
     parser.add_argument("--n-stop-normal", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
     parser.add_argument("--lr", type=float, default=demo.lr)
@@ -119,7 +121,11 @@ def main(argv=None) -> int:
     detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
                        responses=answers["unlearned"], val_size=args.val_size, seed=args.seed)
     write_detection(detection, out / "detect", overwrite=True)
-    normal_answers = generate(model, tok, normal_prompts, max_new_tokens=args.train_answer_tokens)
+    from obliviate.harmful_demo import with_contrast_answers, xstest_safe_prompts
+
+    contrast = xstest_safe_prompts(args.n_normal_xstest, args.seed)
+    normal_answers = generate(model, tok, normal_prompts + contrast, max_new_tokens=args.train_answer_tokens)
+    normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast, normal_answers)
     write_jsonl(out / "data" / "normal.jsonl", [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)])
     print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
           f"validation {len(detection.validation)}); baseline {time.perf_counter() - started:.0f} s", flush=True)
