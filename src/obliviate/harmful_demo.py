@@ -51,9 +51,10 @@ class HarmfulDemoOptions:
     gen_batch_size: int = 32  # ~25% faster than 16 on the 2-core CPU (BENCHMARKS.md, generation)
     judge: str = "refusal"
     method: str = "ga_mismatch_kl"
-    # Tuned on this demo (BENCHMARKS.md): the KL term needs a heavier weight than the papers' 1
-    # to hold benign answers in place while refusals are learned for harmful prompts.
-    method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 2, "retain_weight": 6.0})
+    # Tuned on this demo (BENCHMARKS.md, exp24): the KL term needs a heavier weight than the
+    # papers' 1 to hold benign answers in place while refusals are learned for harmful prompts,
+    # and three refusals per forget prompt (K) then keep the cut on held-out prompts.
+    method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 3, "retain_weight": 8.0})
     answer_pool: str = "refusals"  # refusals | normal: where the mismatch answers come from
     # Add the 48 benign instruction-form prompts to the normal pool. Off: they anchored "Write a..."
     # requests to compliance, harmful ones included, and did not lower over-refusal (BENCHMARKS.md).
