@@ -70,10 +70,10 @@ def test_xstest_contrast_prompts_are_the_safe_ones_and_refusals_stay_out():
     assert harmful_demo.xstest_safe_prompts(0) == []
     with pytest.raises(ValueError, match="250 safe prompts; 251"):
         harmful_demo.xstest_safe_prompts(251)
+    # The shipped copy holds exactly XSTest's safe prompts (../shared holds the original file).
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest" / "xstest_prompts.csv"
-    if shared.exists():  # the shipped copy holds exactly XSTest's safe prompts
-        safe = {r["prompt"] for r in csv.DictReader(shared.open()) if r["label"] == "safe"}
-        assert set(harmful_demo.xstest_safe_prompts(250)) == safe
+    safe = {r["prompt"] for r in csv.DictReader(shared.open()) if r["label"] == "safe"}
+    assert set(harmful_demo.xstest_safe_prompts(250)) == safe
     # Disjoint from the held-out benign prompts the over-refusal rate is measured on.
     _, benign_eval = harmful_demo.split_benign_prompts(32, seed=0)
     assert not set(harmful_demo.xstest_safe_prompts(250)) & set(benign_eval)

