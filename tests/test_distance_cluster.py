@@ -216,6 +216,17 @@ def test_unknown_template_set_is_rejected():
         build_method("distance_cluster", {"templates": "polite"})
 
 
+def test_refusal_answers_set_is_the_demo_pool():
+    """The ``refusal_answers`` set is the shipped pool ga_mismatch_kl draws from in the demo, so
+    the two methods can be compared on the same targets."""
+    from obliviate.data.loaders import iter_rows
+
+    pool = [row["response"] for _, row in iter_rows("builtin:refusal_answers")]
+    method = build_method("distance_cluster", {"templates": "refusal_answers"})
+    assert method.config.template_texts() == pool
+    assert len(pool) == 16 and set(pool) != set(REFUSAL_TEMPLATES)
+
+
 # ----------------------------------------------------------------------------- it unlearns
 
 

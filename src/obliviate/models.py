@@ -28,7 +28,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import contextlib
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +137,16 @@ class ModelInfo:
 # ----------------------------------------------------------------------------------------------
 # Cache locations
 # ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Hide one FutureWarning peft triggers inside transformers on every adapter it wraps
+    (``is_gradient_checkpointing`` is deprecated in favour of ``is_activation_checkpointing``):
+    it is about peft's code, not the user's, and says nothing they can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def obliviate_home() -> Path:
@@ -826,7 +838,8 @@ def load_trained(spec: str | None, *, trust_remote_code: bool = False) -> tuple[
 
             base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
             model, tokenizer = load_model_and_tokenizer(base, trust_remote_code=trust_remote_code)
-            model = PeftModel.from_pretrained(model, str(folder)).eval()
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, str(folder)).eval()
             return model, tokenizer
         spec = str(folder) if folder.exists() else spec
     return load_model_and_tokenizer(spec, trust_remote_code=trust_remote_code)

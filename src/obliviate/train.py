@@ -32,6 +32,7 @@ from obliviate.errors import TrainingDiverged, UserError
 from obliviate.hardware import choose_precision
 from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Method, Reference
+from obliviate.models import quiet_peft
 from obliviate.run_dir import atomic_write_json, atomic_write_text, environment, prepare_run_dir
 
 
@@ -169,7 +170,8 @@ def attach_lora(model: torch.nn.Module, config: RunConfig, seed: int) -> torch.n
         target_modules=list(lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+    with quiet_peft():
+        return get_peft_model(model, peft_config)
 
 
 def adapter_folder(spec: Optional[str]) -> Optional[Path]:
@@ -199,12 +201,13 @@ def continue_adapter(
 
     frozen = None
     try:
-        if needs_reference:
-            frozen = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
-            frozen = frozen.eval().requires_grad_(False)
-        adapter_config = PeftConfig.from_pretrained(str(folder))
-        adapter_config.lora_dropout = dropout
-        return PeftModel.from_pretrained(model, str(folder), config=adapter_config, is_trainable=True), frozen
+        with quiet_peft():
+            if needs_reference:
+                frozen = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+                frozen = frozen.eval().requires_grad_(False)
+            adapter_config = PeftConfig.from_pretrained(str(folder))
+            adapter_config.lora_dropout = dropout
+            return PeftModel.from_pretrained(model, str(folder), config=adapter_config, is_trainable=True), frozen
     except (ValueError, KeyError, RuntimeError) as err:
         raise UserError(
             f"train.lora.init_from: the adapter in {folder} does not fit model.name "

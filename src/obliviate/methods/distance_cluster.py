@@ -95,6 +95,18 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "privacy": PRIVACY_TEMPLATES,
     "uncertain": UNCERTAIN_TEMPLATES,
 }
+# Template sets read from the package's data: the 16 refusals that ``ga_mismatch_kl`` draws its
+# random answers from in the harmful demo, so both methods can be given the same targets.
+BUILTIN_TEMPLATE_SETS: dict[str, str] = {"refusal_answers": "refusal_answers"}
+
+
+def template_set(name: str) -> tuple[str, ...]:
+    if name in BUILTIN_TEMPLATE_SETS:
+        from obliviate.data.loaders import iter_rows
+
+        rows = iter_rows(f"builtin:{BUILTIN_TEMPLATE_SETS[name]}")
+        return tuple(row["response"] for _, row in rows if str(row.get("response", "")).strip())
+    return TEMPLATE_SETS[name]
 
 
 # ----------------------------------------------------------------------------- pure maths
@@ -201,7 +213,8 @@ class DistanceClusterConfig(MethodConfig):
         default=None, description="split a string expected field into several answers (';' for TruthfulQA)"
     )
     templates: list[str] | str = Field(
-        default="refusal", description="a template set (refusal, privacy, uncertain) or a list of expected outputs"
+        default="refusal",
+        description="a template set (refusal, refusal_answers, privacy, uncertain) or a list of expected outputs",
     )
     hidden_layer: int = Field(default=-1, description="which hidden state to pool (-1: the last)")
     embed_batch_size: int = Field(default=16, gt=0)
@@ -212,8 +225,9 @@ class DistanceClusterConfig(MethodConfig):
     @field_validator("templates")
     @classmethod
     def _known_set(cls, value):
-        if isinstance(value, str) and value not in TEMPLATE_SETS:
-            raise ValueError(f"unknown template set '{value}'; use one of {', '.join(TEMPLATE_SETS)} or a list of texts")
+        names = [*TEMPLATE_SETS, *BUILTIN_TEMPLATE_SETS]
+        if isinstance(value, str) and value not in names:
+            raise ValueError(f"unknown template set '{value}'; use one of {', '.join(names)} or a list of texts")
         if isinstance(value, list) and not [t for t in value if t.strip()]:
             raise ValueError("templates must hold at least one non-empty text")
         return value
@@ -228,7 +242,7 @@ class DistanceClusterConfig(MethodConfig):
         return value
 
     def template_texts(self) -> list[str]:
-        return list(TEMPLATE_SETS[self.templates]) if isinstance(self.templates, str) else [t for t in self.templates if t.strip()]
+        return list(template_set(self.templates)) if isinstance(self.templates, str) else [t for t in self.templates if t.strip()]
 
 
 def _as_answers(value: Any, separator: Optional[str]) -> list[str]:

@@ -459,7 +459,7 @@ def load_model_for_eval(spec: str | Path | None):
     (``adapter_config.json``) is loaded on top of the base model it names, with the tokenizer
     saved beside the adapter when there is one.
     """
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models import load_model_and_tokenizer, quiet_peft
 
     if spec is not None and Path(spec).is_dir():
         folder = Path(spec)
@@ -479,7 +479,8 @@ def load_model_for_eval(spec: str | Path | None):
                 from transformers import AutoTokenizer
 
                 tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True), "right")
-            model = PeftModel.from_pretrained(model, folder).eval()
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, folder).eval()
             return model, tokenizer
         return load_model_and_tokenizer(str(folder))
     return load_model_and_tokenizer(None if spec is None else str(spec))
