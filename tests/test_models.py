@@ -461,3 +461,28 @@ def test_default_model_answers_capital_of_france(monkeypatch):
         out = model.generate(**batch, max_new_tokens=20, do_sample=False)
     answer = tok.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+def test_quiet_peft_hides_only_the_is_gradient_checkpointing_warning():
+    """Wrapping a model in an adapter must not print transformers' deprecation notice about
+    peft's own code, but other FutureWarnings still reach the user."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from obliviate.models import quiet_peft
+    from obliviate.testing import tiny_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert any("is_gradient_checkpointing" in str(w.message) for w in caught)  # the notice exists unfiltered
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_peft():
+            get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj"]))
+            warnings.warn("something else", FutureWarning)
+    messages = [str(w.message) for w in caught]
+    assert not any("is_gradient_checkpointing" in m for m in messages)
+    assert "something else" in messages
