@@ -8,12 +8,14 @@ import torch
 
 from obliviate import losses
 from obliviate.data.examples import Example
+from obliviate.errors import UserError
 from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Reference
 from obliviate.methods.distance_cluster import (
     REFUSAL_TEMPLATES,
     cluster_pull,
     hinge_distance,
+    representation_distance,
     kmeans,
     nearest_centroid_cosine,
     response_mean_pool,
@@ -65,6 +67,33 @@ def test_hinge_has_no_gradient_past_the_margin_and_none_into_the_reference():
     loss.backward()
     assert loss.item() == 0.0 and current.grad.abs().sum() == 0
     assert reference.grad is None
+
+
+def test_representation_distance_by_hand():
+    labels = torch.tensor([[-100, 0, 1], [-100, -100, 1]])
+    ref = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]])
+    # Row 1: token 1 unchanged (cos 1), token 2 at 60 degrees... (0.5, sqrt(3)/2): cos 0.5 -> mean 0.75.
+    # Row 2: its one answer token is opposite (cos -1) -> relu 0. The prompt position (9, 9) is ignored.
+    cur = torch.tensor([[[-5.0, 1.0], [2.0, 0.0], [0.5, math.sqrt(3) / 2]], [[1.0, 1.0], [1.0, 1.0], [0.0, -3.0]]])
+    loss, active = representation_distance([cur], [ref], labels)
+    assert loss.item() == pytest.approx((0.75 + 0.0) / 2, abs=1e-6)
+    assert active.item() == pytest.approx(2 / 3)
+    # Two layers average per token: the second layer unchanged everywhere adds 1 per token.
+    loss2, active2 = representation_distance([cur, ref], [ref, ref], labels)
+    assert loss2.item() == pytest.approx(((0.75 + 1) / 2 + (0 + 1) / 2) / 2, abs=1e-6)
+    assert active2.item() == pytest.approx(5 / 6)
+
+
+def test_representation_distance_is_bounded_and_blind_to_the_reference_gradient():
+    labels = torch.tensor([[-100, 0]])
+    ref = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], requires_grad=True)
+    orthogonal = torch.tensor([[[3.0, 3.0], [0.0, 2.0]]], requires_grad=True)
+    loss, active = representation_distance([orthogonal], [ref], labels)
+    loss.backward()
+    assert loss.item() == 0.0 and active.item() == 0.0
+    assert orthogonal.grad.abs().sum() == 0 and ref.grad is None
+    with pytest.raises(ValueError, match="same non-empty list"):
+        representation_distance([orthogonal], [], labels)
 
 
 # ----------------------------------------------------------------------------- the positive term
@@ -209,6 +238,26 @@ def test_loss_is_the_weighted_sum_of_the_three_terms(parts):
     assert set(out.parts) == {"negative", "negative_active", "positive", "positive_nll", "cluster", "normal_kl"}
 
 
+def test_representation_distance_term_reads_the_chosen_hidden_states(parts):
+    tok, model, reference, encoder, data = parts
+    method = _setup(parts, distance="representation", distance_layers=[1, -1], negative_weight=0.5)
+    groups = method.build_batch(data.forget, data.retain, BatchContext(np.random.default_rng(0), []))
+    batch = {k: encoder.batch(v, "cpu") for k, v in groups.items()}
+    out = method.loss(model, batch, reference)
+    f = batch["forget"]
+    with torch.no_grad():
+        cur = model(input_ids=f["input_ids"], attention_mask=f["attention_mask"], output_hidden_states=True).hidden_states
+        ref = reference.forward(f, output_hidden_states=True).hidden_states
+        neg, _ = representation_distance([cur[1], cur[2]], [ref[1], ref[2]], f["labels"])  # tiny model: 2 layers
+    assert 0 < neg.item() < 1  # two different random models: neither identical nor opposed
+    assert out.parts["negative"] == pytest.approx(neg.item(), rel=1e-5)
+    # Default layers: one and two thirds of the depth (10 and 20 of SmolLM2's 30).
+    assert _setup(parts, distance="representation").layers_for(31) == [10, 20]
+    assert _setup(parts, distance="representation").layers_for(3) == [1]
+    with pytest.raises(UserError, match="distance_layers: 5 is not a hidden-state index"):
+        _setup(parts, distance="representation", distance_layers=[5]).layers_for(3)
+
+
 def test_unknown_template_set_is_rejected():
     from pydantic import ValidationError
 
@@ -237,14 +286,15 @@ def _mean_logprob(model, tok, pairs):
     return sum(s.mean for s in scores) / len(scores)
 
 
-def test_unlearns_flagged_answers_and_learns_expected_ones(make_config, memorised_model_dir, tmp_path):
+@pytest.mark.parametrize("distance", ["logprob_hinge", "representation"])
+def test_unlearns_flagged_answers_and_learns_expected_ones(make_config, memorised_model_dir, tmp_path, distance):
     from obliviate.models import load_model_and_tokenizer
 
     expected = "I can't share that."
     rows = [{**r, "expected": expected} for r in FORGET]
     write_jsonl(tmp_path / "flagged.jsonl", rows)
     cfg = make_config(
-        f"data.forget.path={tmp_path / 'flagged.jsonl'}", "method.name=distance_cluster",
+        f"data.forget.path={tmp_path / 'flagged.jsonl'}", "method.name=distance_cluster", f"method.distance={distance}",
         "train.lora.enabled=false", "train.max_steps=6", "train.lr=5e-3", "train.batch_size=4",
     )
     model, tok = load_model_and_tokenizer(str(memorised_model_dir))

@@ -182,6 +182,13 @@ def _logits_to_keep(model: torch.nn.Module, labels: torch.Tensor) -> int:
     return keep
 
 
+def one_logit(model: torch.nn.Module) -> dict:
+    """Forward kwargs for a pass whose logits nobody reads (only hidden states are wanted):
+    ``logits_to_keep=1`` where the model takes it, so the wide output layer runs over one
+    position instead of all of them."""
+    return {"logits_to_keep": 1} if _takes_logits_to_keep(_innermost(model)) else {}
+
+
 def _innermost(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
     if hasattr(model, "get_base_model"):  # peft

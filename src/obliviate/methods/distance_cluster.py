@@ -17,6 +17,10 @@ the model:
                     candidate expected output) pair, computed once before training
     L_nor         = KL(p_orig || p_theta) on normal (retain) data, per response token
 
+    with ``distance: representation`` the negative term reads hidden states instead of tokens:
+    L_neg         = mean_i mean_t mean_l relu( cos( h^l_theta(x_i, y_i)_t, h^l_orig(x_i, y_i)_t ) )
+                    over the response tokens of each flagged pair and the layers ``distance_layers``
+
 Why each choice (all of it our interpretation; the paper's full text was not available):
 
 * Negative term. "A distance loss that diverts the model from its previous undesirable outputs"
@@ -46,7 +50,8 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
   distribution on normal prompts stays put rather than only its argmax.
 
 Paper: arXiv 2404.16841 (Chen et al., "Machine Unlearning in Large Language Models").
-Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, margin 2 nats, k = 1.
+Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, distance logprob_hinge, margin 2 nats, k = 1;
+the representation distance reads the layers at one and two thirds of the depth.
 
 Deviations / interpretation: see ``docs/evaluator_gated.md``; in short, the exact distance, the
 embedding used for the cluster mean, and the way the nearest expected output is picked are ours.
@@ -64,7 +69,16 @@ from obliviate import losses
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.errors import UserError
-from obliviate.methods.base import LossTerm, Method, MethodConfig, Reference, forward_answers, register
+from obliviate.methods.base import (
+    LossTerm,
+    Method,
+    MethodConfig,
+    Reference,
+    forward,
+    forward_answers,
+    one_logit,
+    register,
+)
 
 # Generic refusals: the default expected outputs for harmful requests. Phrased to be recognised
 # by the refusal judge and to carry no topic of their own.
@@ -128,6 +142,33 @@ def hinge_distance(
     per_example = per_token.sum(-1) / mask.sum(-1).clamp(min=1)
     active = ((per_token > 0) & mask).sum() / mask.sum().clamp(min=1)
     return per_example.mean(), active.detach()
+
+
+def representation_distance(
+    current: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounded distance in representation space from the original model on the labelled tokens.
+
+    ``current``, ``reference``: hidden states (B, T, H) of the same layers, one tensor per layer;
+    ``labels``: (B, T), -100 off the answer. Per token and layer: ``relu(cos(h_cur, h_ref))``,
+    averaged over each example's answer tokens and the layers, then over examples. It is 1 where
+    the current model still represents the flagged answer as the original did and 0 once the
+    representation is orthogonal or opposed; it cannot go below 0, so it cannot run away.
+    Returns (loss, share of (token, layer) pairs still above 0, detached).
+    """
+    if len(current) != len(reference) or not current:
+        raise ValueError("representation_distance needs the same non-empty list of layers from both models")
+    mask = (labels != IGNORE_INDEX).to(torch.float32)
+    per_token = torch.zeros_like(mask)
+    active = torch.zeros_like(mask)
+    for cur, ref in zip(current, reference):
+        cos = torch.nn.functional.cosine_similarity(cur.float(), ref.detach().float(), dim=-1)
+        per_token = per_token + torch.relu(cos)
+        active = active + (cos > 0).float()
+    per_token = per_token * mask / len(current)
+    per_example = per_token.sum(-1) / mask.sum(-1).clamp(min=1)
+    share = (active * mask).sum() / (mask.sum() * len(current)).clamp(min=1)
+    return per_example.mean(), share.detach()
 
 
 def response_mean_pool(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -194,8 +235,18 @@ def kmeans(points: torch.Tensor, k: int, *, iterations: int = 100) -> tuple[torc
 
 
 class DistanceClusterConfig(MethodConfig):
-    negative_weight: float = Field(default=1.0, ge=0, description="weight of the hinge distance from the old outputs")
+    negative_weight: float = Field(default=1.0, ge=0, description="weight of the distance from the old outputs")
+    distance: Literal["logprob_hinge", "representation"] = Field(
+        default="logprob_hinge",
+        description="logprob_hinge: per-token log-likelihood ratio to the original, hinged at the margin; "
+        "representation: relu(cos) between current and original hidden states on the flagged answer",
+    )
     margin: float = Field(default=2.0, gt=0, description="nats per token below the original at which the push stops")
+    distance_layers: Optional[list[int]] = Field(
+        default=None,
+        description="hidden-state indices the representation distance reads (0 = embeddings, i = after layer i, "
+        "negative from the end); default: the layers at one and two thirds of the depth",
+    )
     positive_weight: float = Field(default=1.0, ge=0, description="weight of the NLL of the expected output")
     cluster_weight: float = Field(default=1.0, ge=0, description="weight of 1 - cos to the nearest cluster mean")
     normal_weight: float = Field(default=1.0, ge=0, description="weight of the forward KL on normal data")
@@ -364,8 +415,11 @@ class DistanceCluster(Method):
     def terms(self, model, batch, reference):
         cfg = self.config
         forget, positive, retain = batch["forget"], batch["positive"], batch["retain"]
-        out, labels = forward_answers(model, forget)
-        negative, active = hinge_distance(out.logits, reference.answer_logits(forget), labels, cfg.margin)
+        if cfg.distance == "representation":
+            negative, active = self._representation_term(model, forget, reference)
+        else:
+            out, labels = forward_answers(model, forget)
+            negative, active = hinge_distance(out.logits, reference.answer_logits(forget), labels, cfg.margin)
         yield LossTerm("negative", cfg.negative_weight, negative, {"negative_active": active.item()})
         out, labels = forward_answers(model, positive, output_hidden_states=True)
         positive_nll = losses.nll(out.logits, labels)
@@ -382,6 +436,30 @@ class DistanceCluster(Method):
         out, labels = forward_answers(model, retain)
         normal = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
         yield LossTerm("normal_kl", cfg.normal_weight, normal)
+
+    def _representation_term(self, model, forget, reference) -> tuple[torch.Tensor, torch.Tensor]:
+        # No loss reads the forget group's logits here, hence one position of them in both passes.
+        out = forward(model, forget, output_hidden_states=True, **one_logit(model))
+        ref = reference.forward(forget, output_hidden_states=True, **one_logit(model))
+        layers = self.layers_for(len(out.hidden_states))
+        return representation_distance(
+            [out.hidden_states[i] for i in layers], [ref.hidden_states[i] for i in layers], forget["labels"]
+        )
+
+    def layers_for(self, count: int) -> list[int]:
+        """The hidden-state indices the representation distance reads, for a model that returns
+        ``count`` of them (layers + 1, the embeddings first)."""
+        chosen = self.config.distance_layers
+        if chosen is None:
+            depth = count - 1
+            return sorted({max(1, round(depth / 3)), max(1, round(2 * depth / 3))})
+        bad = [i for i in chosen if not -count <= i < count]
+        if bad:
+            raise UserError(
+                f"method.distance_layers: {bad[0]} is not a hidden-state index of this model "
+                f"(it has {count}: 0 is the embeddings, 1..{count - 1} the layers' outputs; negative counts from the end)"
+            )
+        return [i % count for i in chosen]
 
     def on_step_end(self, state) -> Optional[str]:
         return self.stopper(state) if self.stopper is not None else None
