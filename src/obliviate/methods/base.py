@@ -74,6 +74,11 @@ class Reference:
         self._model = model
         self._copy = frozen_copy
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """The module that computes the reference's outputs (the copy, or the adapted model)."""
+        return self._copy if self._copy is not None else self._model
+
     @torch.no_grad()
     def logits(self, batch: Batch) -> torch.Tensor:
         """Logits at every position, (B, T, V)."""
@@ -82,8 +87,7 @@ class Reference:
     @torch.no_grad()
     def answer_logits(self, batch: Batch) -> torch.Tensor:
         """Logits over the answer window only, aligned with ``forward_answers`` on the same batch."""
-        network = self._copy if self._copy is not None else self._model
-        keep = _logits_to_keep(network, batch["labels"])
+        keep = _logits_to_keep(self.network, batch["labels"])
         return self.forward(batch, **({"logits_to_keep": keep} if keep else {})).logits
 
     @torch.no_grad()

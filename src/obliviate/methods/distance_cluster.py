@@ -344,13 +344,14 @@ class DistanceCluster(Method):
     @torch.no_grad()
     def embed(self, reference: Reference, encoder, examples: Sequence[Example], device) -> torch.Tensor:
         """The original model's pooled answer representation of each example: (N, H) float32."""
-        out = []
+        pooled = []
         for start in range(0, len(examples), self.config.embed_batch_size):
             chunk = examples[start : start + self.config.embed_batch_size]
             batch = encoder.batch(chunk, device)
-            hidden = reference.forward(batch, output_hidden_states=True).hidden_states[self.config.hidden_layer]
-            out.append(response_mean_pool(hidden, batch["labels"]))
-        return torch.cat(out)
+            # Only hidden states are read: one logit position spares the output layer over the rest.
+            out = reference.forward(batch, output_hidden_states=True, **one_logit(reference.network))
+            pooled.append(response_mean_pool(out.hidden_states[self.config.hidden_layer], batch["labels"]))
+        return torch.cat(pooled)
 
     def setup(self, model, reference, context) -> None:
         if reference is None:
@@ -440,7 +441,7 @@ class DistanceCluster(Method):
     def _representation_term(self, model, forget, reference) -> tuple[torch.Tensor, torch.Tensor]:
         # No loss reads the forget group's logits here, hence one position of them in both passes.
         out = forward(model, forget, output_hidden_states=True, **one_logit(model))
-        ref = reference.forward(forget, output_hidden_states=True, **one_logit(model))
+        ref = reference.forward(forget, output_hidden_states=True, **one_logit(reference.network))
         layers = self.layers_for(len(out.hidden_states))
         return representation_distance(
             [out.hidden_states[i] for i in layers], [ref.hidden_states[i] for i in layers], forget["labels"]
