@@ -59,6 +59,7 @@ embedding used for the cluster mean, and the way the nearest expected output is 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Literal, Optional, Sequence
 
@@ -114,6 +115,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 BUILTIN_TEMPLATE_SETS: dict[str, str] = {"refusal_answers": "refusal_answers"}
 
 
+@functools.cache  # every flagged row asks for its candidates
 def template_set(name: str) -> tuple[str, ...]:
     if name in BUILTIN_TEMPLATE_SETS:
         from obliviate.data.loaders import iter_rows
