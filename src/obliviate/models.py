@@ -19,6 +19,7 @@ Weights are read with safetensors only, and ``trust_remote_code`` is passed only
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import contextlib
 import time
 import warnings
 import zipfile
