@@ -256,6 +256,8 @@ def test_representation_distance_term_reads_the_chosen_hidden_states(parts):
     assert _setup(parts, distance="representation").layers_for(3) == [1]
     with pytest.raises(UserError, match="distance_layers: 5 is not a hidden-state index"):
         _setup(parts, distance="representation", distance_layers=[5]).layers_for(3)
+    with pytest.raises(UserError, match="distance_layers: 5 is not a hidden-state index"):
+        _setup(parts, distance="representation", distance_layers=[5])  # caught in setup, before any step
 
 
 def test_unknown_template_set_is_rejected():

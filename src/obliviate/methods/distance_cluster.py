@@ -118,10 +118,10 @@ BUILTIN_TEMPLATE_SETS: dict[str, str] = {"refusal_answers": "refusal_answers"}
 @functools.cache  # every flagged row asks for its candidates
 def template_set(name: str) -> tuple[str, ...]:
     if name in BUILTIN_TEMPLATE_SETS:
-        from obliviate.data.loaders import iter_rows
+        from obliviate.data.fetch import load_builtin
 
-        rows = iter_rows(f"builtin:{BUILTIN_TEMPLATE_SETS[name]}")
-        return tuple(row["response"] for _, row in rows if str(row.get("response", "")).strip())
+        rows = load_builtin(BUILTIN_TEMPLATE_SETS[name])
+        return tuple(row["response"] for row in rows if str(row.get("response", "")).strip())
     return TEMPLATE_SETS[name]
 
 
@@ -358,6 +358,10 @@ class DistanceCluster(Method):
     def setup(self, model, reference, context) -> None:
         if reference is None:
             raise ValueError("distance_cluster needs the reference (original) model")
+        if self.config.distance == "representation":  # a bad layer index fails before the embedding work
+            layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+            if layers is not None:
+                self.layers_for(layers + 1)
         encoder, data, device = context["encoder"], context["data"], context["device"]
         rows = list(dict.fromkeys((e.prompt, e.response) for e in data.forget))
         by_key = {(e.prompt, e.response): e for e in data.forget}
