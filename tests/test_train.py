@@ -200,3 +200,31 @@ def test_continuing_a_finetuned_adapter(make_config, tiny_model_dir, tmp_path):
         run_training(make_config("method.name=ga", f"train.lora.init_from={tmp_path / 'nothing'}"), tmp_path / "bad",
                      progress=False, log=lambda m: None)
     assert not (tmp_path / "bad").exists()  # bad input leaves nothing behind
+
+
+def test_each_run_in_one_process_gets_its_own_precision_and_returns_a_full_precision_model(make_config, tiny_model_dir, tmp_path):
+    """accelerate keeps one state per process: without the reset a second run silently inherits
+    the first run's bf16 autocast, and the model handed back keeps autocast in its forward."""
+    from accelerate.state import AcceleratorState
+
+    from obliviate.models import load_model_and_tokenizer
+
+    bf16 = run_training(make_config("train.max_steps=2", "train.precision=bf16"), tmp_path / "bf16",
+                        progress=False, log=lambda m: None)
+    assert AcceleratorState().mixed_precision == "bf16"
+    # The returned model computes in fp32, exactly as the saved adapter loaded from disk does.
+    _, tok = load_model_and_tokenizer(str(tiny_model_dir))
+    from peft import AutoPeftModelForCausalLM
+
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "bf16" / "model")).eval()
+    batch = collate([encode_pair(tok, r["prompt"], r["response"], 64) for r in FORGET], pad_id(tok))
+    with torch.no_grad():
+        in_memory = bf16.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        from_disk = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert in_memory.dtype == torch.float32
+    torch.testing.assert_close(in_memory, from_disk, rtol=1e-5, atol=1e-5)
+
+    run_training(make_config("train.max_steps=1", "train.precision=fp32"), tmp_path / "fp32",
+                 progress=False, log=lambda m: None)
+    assert AcceleratorState().mixed_precision == "no"
+    assert json.loads((tmp_path / "fp32" / "env.json").read_text())["precision"] == "no"

@@ -259,16 +259,12 @@ def run_training(
     ``model``/``tokenizer`` may be passed in (already loaded); the caller's model object is
     trained in place then, but never any file it came from.
     """
-    from accelerate import Accelerator
-
     method = method or build_method(config.method.name, config.method.options())
     data = data or load_train_data(config, method)
     run_dir = Path(run_dir)
     if resume:
         _check_resume_config(run_dir, config)
-    accelerator = Accelerator(
-        mixed_precision=choose_precision(config.train.precision), cpu=not torch.cuda.is_available()
-    )
+    accelerator = make_accelerator(config.train.precision)
     is_main = accelerator.is_main_process
     seed = config.train.seed
     adapter_start = adapter_folder(config.train.lora.init_from) if config.train.lora.enabled else None
@@ -440,6 +436,9 @@ def run_training(
         }
         atomic_write_json(run_dir / "train_summary.json", summary)
     accelerator.wait_for_everyone()
+    # Under mixed precision accelerate wraps the model's forward in autocast; the model handed
+    # back runs in full precision, as it does when loaded from the saved folder.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unwrapped.eval()
     return TrainResult(
         run_dir, step, stop_reason, seconds, tokens_total / seconds if seconds > 0 else 0.0, peak_memory_mb(),
@@ -466,6 +465,25 @@ def _micro_batch(
     rng = np.random.default_rng([seed, 7, micro_index])
     groups = method.build_batch(forget, retain, BatchContext(rng=rng, answer_pool=data.answer_pool))
     return {name: rows[rank::world] if rows else rows for name, rows in groups.items()}
+
+
+def make_accelerator(precision: str = "auto"):
+    """An ``Accelerator`` with ``precision`` ('auto', 'fp32' or 'bf16', see ``choose_precision``).
+
+    accelerate keeps one state per process and silently reuses the first run's mixed precision
+    (or refuses another). A single process that trains twice (a demo that fine-tunes then
+    unlearns, a comparison of methods, a test suite) must get each run's own precision, so the
+    state is reset there; under a launcher the processes' shared state is left alone.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = choose_precision(precision)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != mixed and not distributed:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
 
 
 def _backward_term_by_term(accelerator, method: Method, model, batch, reference, accum: int) -> dict[str, float]:
