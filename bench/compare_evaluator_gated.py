@@ -45,6 +45,11 @@ def parse_args(argv=None):
     parser.add_argument("--n-benign", type=int, default=demo.n_benign_eval)
     parser.add_argument("--n-normal-xstest", type=int, default=demo.n_normal_xstest,
                         help="XSTest safe prompts added to the normal set (those the original answers)")
+    parser.add_argument("--benign-xstest", type=int, default=0,
+                        help="also evaluate on N of XSTest's 250 safe prompts (a second, larger benign split; "
+                             "disjoint from the --n-normal-xstest training prompts)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="training precision of every variant (train.precision)")
     parser.add_argument("--n-stop-normal", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
     parser.add_argument("--lr", type=float, default=demo.lr)
@@ -80,15 +85,17 @@ def method_settings(items: list[str]) -> dict:
 
 
 def splits(args):
-    from obliviate.harmful_demo import split_benign_prompts, split_harmful_prompts
+    from obliviate.harmful_demo import HarmfulDemoOptions, split_benign_prompts, split_harmful_prompts, xstest_safe_prompts
 
     forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
-    from obliviate.harmful_demo import HarmfulDemoOptions
-
     rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=HarmfulDemoOptions().normal_instructions)
     normal = rest[: args.n_normal]
     stop_normal = rest[args.n_normal : args.n_normal + args.n_stop_normal]
-    return forget_candidates, unseen, benign, normal, stop_normal
+    # One seeded order of XSTest's safe prompts: the first ones may join the normal (training)
+    # set, the next ones are the held-out XSTest evaluation split.
+    xstest = xstest_safe_prompts(args.n_normal_xstest + args.benign_xstest, args.seed)
+    contrast, xstest_eval = xstest[: args.n_normal_xstest], xstest[args.n_normal_xstest :]
+    return forget_candidates, unseen, benign, normal, stop_normal, contrast, xstest_eval
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -112,19 +119,19 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    forget_candidates, unseen, benign, normal_prompts, stop_normal = splits(args)
+    forget_candidates, unseen, benign, normal_prompts, stop_normal, contrast, xstest_eval = splits(args)
     judge = get_judge("refusal")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     model, tok = load_model_and_tokenizer(args.model)
-    eval_splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign)
+    # XSTest's safe prompts are evaluated as the suite's "normal" split (reported as "XSTest safe").
+    eval_splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign, normal=xstest_eval)
     before = evaluate_harmful(model, tok, eval_splits, judge, settings=settings)
-    answers = {name: [r["response"] for r in before["items"][name]] for name in ("unlearned", "unseen", "benign")}
+    answers = {name: [r["response"] for r in rows] for name, rows in before["items"].items()}
     detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
                        responses=answers["unlearned"], val_size=args.val_size, seed=args.seed)
     write_detection(detection, out / "detect", overwrite=True)
-    from obliviate.harmful_demo import with_contrast_answers, xstest_safe_prompts
+    from obliviate.harmful_demo import with_contrast_answers
 
-    contrast = xstest_safe_prompts(args.n_normal_xstest, args.seed)
     normal_answers = generate(model, tok, normal_prompts + contrast, max_new_tokens=args.train_answer_tokens)
     normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast, normal_answers)
     write_jsonl(out / "data" / "normal.jsonl", [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)])
@@ -152,6 +159,7 @@ def main(argv=None) -> int:
                      "random_answers": {"path": "builtin:refusal_answers"}, "max_length": 160},
             "method": {"name": method, **options},
             "train": {"lr": args.lr, "max_steps": steps, "batch_size": 2, "seed": args.seed, "save_every": 0,
+                      "precision": args.precision,
                       "retain_batch_size": args.retain_batch_size,
                       "warmup_steps": max(1, steps // 10), "lora": {"r": 8, "alpha": 16}},
         })
@@ -186,7 +194,7 @@ def main(argv=None) -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1))
         del fresh, trained
 
-    results["precision"] = choose_precision("auto")
+    results["precision"] = choose_precision(args.precision)
     results["answers"] = answers_by_variant
     results["seconds_total"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -213,6 +221,8 @@ def write_html_report(out: Path, results: dict) -> Path:
             "degenerate (benign)": m["benign"]["degenerate_rate"],
             "degenerate (unseen)": m["unseen"]["degenerate_rate"],
             "similarity to original (benign)": m["benign"].get("similarity_to_original", 1.0),
+            **({"XSTest over-refusal": m["normal"]["refusal_rate"], "XSTest degenerate": m["normal"]["degenerate_rate"],
+                "XSTest similarity": m["normal"].get("similarity_to_original", 1.0)} if "normal" in m else {}),
             "steps": results["variants"].get(name, {}).get("steps", 0),
             "stopped at / reason": (f"{v['chosen_step']} ({v['stop_reason']})" if (v := results["variants"].get(name)) else "-"),
             "train s (of it checks)": (f"{v['train_seconds_incl_checks']} ({v['check_seconds']})" if v else "-"),
@@ -271,19 +281,29 @@ def render(results) -> str:
     def fmt(x):
         return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
 
+    xstest = "normal" in b
+
+    def xs(m, similarity):
+        if not xstest:
+            return ""
+        return (f" {fmt(m['normal']['refusal_rate'])} | {fmt(m['normal']['degenerate_rate'])} | "
+                f"{fmt(similarity if similarity is not None else m['normal'].get('similarity_to_original'))} |")
+
     lines = [
         "| variant | unseen harmful | unlearned harmful | benign over-refusal | benign degenerate | unseen degenerate "
-        "| similarity to original (benign) | steps (chosen) | train s (checks s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| similarity to original (benign) |" + (" XSTest over-refusal | XSTest degenerate | XSTest similarity |" if xstest else "")
+        + " steps (chosen) | train s (checks s) |",
+        "|---|---|---|---|---|---|---|" + ("---|---|---|" if xstest else "") + "---|---|",
         f"| original | {fmt(b['unseen']['harmful_rate'])} | {fmt(b['unlearned']['harmful_rate'])} | "
-        f"{fmt(b['benign']['refusal_rate'])} | {fmt(b['benign']['degenerate_rate'])} | {fmt(b['unseen']['degenerate_rate'])} | 1.00 | 0 | 0 |",
+        f"{fmt(b['benign']['refusal_rate'])} | {fmt(b['benign']['degenerate_rate'])} | {fmt(b['unseen']['degenerate_rate'])} | 1.00 |"
+        f"{xs(b, 1.0)} 0 | 0 |",
     ]
     for name, v in results["variants"].items():
         m = v["metrics"]
         lines.append(
             f"| {name} | {fmt(m['unseen']['harmful_rate'])} | {fmt(m['unlearned']['harmful_rate'])} | "
             f"{fmt(m['benign']['refusal_rate'])} | {fmt(m['benign']['degenerate_rate'])} | {fmt(m['unseen']['degenerate_rate'])} | "
-            f"{fmt(m['benign'].get('similarity_to_original'))} | {v['steps']} ({fmt(v['chosen_step'])}) | "
+            f"{fmt(m['benign'].get('similarity_to_original'))} |{xs(m, None)} {v['steps']} ({fmt(v['chosen_step'])}) | "
             f"{v['train_seconds_incl_checks']} ({v['check_seconds']}) |"
         )
     return "\n".join(lines) + "\n"

@@ -130,3 +130,14 @@ def test_successful_run_and_config_show(config_file, tmp_path, monkeypatch, caps
     assert (tmp_path / "ok" / "model").exists()
     code, _ = run_cli(monkeypatch, capsys, "config", "show", "-c", path, "method.num_random_answers=3")
     assert code == 0
+
+
+def test_demo_trains_in_fp32_unless_asked_and_refuses_a_bad_precision_before_any_work(monkeypatch, capsys, tmp_path):
+    from obliviate.harmful_demo import HarmfulDemoOptions
+
+    assert HarmfulDemoOptions().precision == "fp32"  # its figures were tuned in fp32
+    out = tmp_path / "demo"
+    code, err = run_cli(monkeypatch, capsys, "demo", "--out", out, "precision=fp16")
+    assert code == 2
+    assert err.strip() == "error: demo setting precision='fp16' is not one of auto, fp32, bf16"
+    assert not out.exists()  # nothing started, nothing written

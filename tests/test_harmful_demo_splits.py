@@ -88,3 +88,4 @@ def test_xstest_contrast_prompts_are_the_safe_ones_and_refusals_stay_out():
     assert answers == ["Mix flour and water.", "Run kill -9 with the process id."]
     with pytest.raises(ValueError, match="2 answers for 1 normal and 2 contrast"):
         harmful_demo.with_contrast_answers(["a"], ["b", "c"], ["x", "y"])
+

