@@ -14,6 +14,7 @@ Both methods unlearn the same detected forget set on the default model (or --mod
 
     python bench/compare_evaluator_gated.py --out runs/compare-evaluator-gated
     python bench/compare_evaluator_gated.py --out runs/cmp --variants distance_cluster_es --steps 60
+    python bench/compare_evaluator_gated.py --out runs/cmp-big --n-unseen 72 --benign-xstest 250 --precision fp32
 
 Writes ``OUT/results.json``, ``OUT/results.md`` (the table, also printed) and ``OUT/report.html``
 (the table, bar charts of the rates, the early-stopping checks, loss curves and side-by-side
