@@ -49,8 +49,8 @@ def parse_args(argv=None):
     parser.add_argument("--benign-xstest", type=int, default=0,
                         help="also evaluate on N of XSTest's 250 safe prompts (a second, larger benign split; "
                              "disjoint from the --n-normal-xstest training prompts)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="training precision of every variant (train.precision)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=demo.precision,
+                        help="training precision of every variant (train.precision; the demo's fp32 by default)")
     parser.add_argument("--n-stop-normal", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
     parser.add_argument("--lr", type=float, default=demo.lr)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import random
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from obliviate.config import load_config
+from obliviate.config import TrainSection, load_config
 from obliviate.data.fetch import fetch, load_builtin, read_jsonl
 from obliviate.errors import UserError
 from obliviate.generation import generate
@@ -31,7 +32,7 @@ from obliviate.suites.harmful import (
 )
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = typing.get_args(TrainSection.model_fields["precision"].annotation)  # auto, fp32, bf16
 
 
 @dataclass
