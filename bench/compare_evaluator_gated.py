@@ -19,6 +19,14 @@ Both methods unlearn the same detected forget set on the default model (or --mod
 Writes ``OUT/results.json``, ``OUT/results.md`` (the table, also printed) and ``OUT/report.html``
 (the table, bar charts of the rates, the early-stopping checks, loss curves and side-by-side
 answers of every variant).
+
+Runs into the same OUT accumulate: the original model's evaluation and the detected forget set
+are cached in ``OUT/baseline.json`` and reused while the data settings (sizes, seed, lengths,
+model) are the same, and the variants of earlier runs stay in the table unless run again.
+``--label`` names a variant run, so one setting can sit beside another of the same method:
+
+    python bench/compare_evaluator_gated.py --out runs/cmp --variants distance_cluster_es \
+        --label dc_opening8 --dc-set negative_tokens=8
 """
 
 from __future__ import annotations
@@ -69,7 +77,23 @@ def parse_args(argv=None):
     parser.add_argument("--dc-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="further distance_cluster options, e.g. margin=4 positive_weight=2")
     parser.add_argument("--ga-set", nargs="*", default=[], metavar="KEY=VALUE", help="further ga_mismatch_kl options")
-    return parser.parse_args(argv)
+    parser.add_argument("--label", default=None,
+                        help="name of this variant run in the table and its run folder (one variant only; "
+                             "default: the variant's name)")
+    args = parser.parse_args(argv)
+    if args.label is not None and len(args.variants) != 1:
+        parser.error("--label names one variant run; give exactly one --variants")
+    return args
+
+
+# The settings that fix the data and the original model's answers: runs into one OUT that agree on
+# them share the cached baseline and can sit in one table.
+BASELINE_KEYS = ("model", "n_forget", "n_unseen", "n_normal", "n_benign", "n_normal_xstest", "benign_xstest",
+                 "n_stop_normal", "val_size", "train_answer_tokens", "max_new_tokens", "seed")
+
+
+def baseline_key(args: dict) -> dict:
+    return {k: args.get(k) for k in BASELINE_KEYS}
 
 
 def method_settings(items: list[str]) -> dict:
@@ -123,19 +147,29 @@ def main(argv=None) -> int:
     forget_candidates, unseen, benign, normal_prompts, stop_normal, contrast, xstest_eval = splits(args)
     judge = get_judge("refusal")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
-    model, tok = load_model_and_tokenizer(args.model)
+    key = baseline_key(vars(args))
     # XSTest's safe prompts are evaluated as the suite's "normal" split (reported as "XSTest safe").
     eval_splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign, normal=xstest_eval)
-    before = evaluate_harmful(model, tok, eval_splits, judge, settings=settings)
+    cache = out / "baseline.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else None
+    if cached is not None and cached.get("key") == key:
+        before, normal_rows = cached["before"], cached["normal"]
+        print(f"reusing the original model's evaluation and normal answers from {cache}", flush=True)
+    else:
+        from obliviate.harmful_demo import with_contrast_answers
+
+        model, tok = load_model_and_tokenizer(args.model)
+        before = evaluate_harmful(model, tok, eval_splits, judge, settings=settings)
+        normal_answers = generate(model, tok, normal_prompts + contrast, max_new_tokens=args.train_answer_tokens)
+        normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast, normal_answers)
+        normal_rows = [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)]
+        cache.write_text(json.dumps({"key": key, "before": before, "normal": normal_rows}))
+        del model
     answers = {name: [r["response"] for r in rows] for name, rows in before["items"].items()}
     detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
                        responses=answers["unlearned"], val_size=args.val_size, seed=args.seed)
     write_detection(detection, out / "detect", overwrite=True)
-    from obliviate.harmful_demo import with_contrast_answers
-
-    normal_answers = generate(model, tok, normal_prompts + contrast, max_new_tokens=args.train_answer_tokens)
-    normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast, normal_answers)
-    write_jsonl(out / "data" / "normal.jsonl", [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)])
+    write_jsonl(out / "data" / "normal.jsonl", normal_rows)
     print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
           f"validation {len(detection.validation)}); baseline {time.perf_counter() - started:.0f} s", flush=True)
     stop_block = {"every": args.every, "judge": "refusal", "target_rate": args.target_rate, "val_size": args.val_size,
@@ -143,7 +177,13 @@ def main(argv=None) -> int:
 
     results = {"before": before["metrics"], "detection": detection.summary, "variants": {}, "args": vars(args) | {"out": str(out)}}
     answers_by_variant = {"original": {name: before["items"][name][:8] for name in ("unseen", "benign")}}
+    earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
+    if earlier is not None and baseline_key(earlier.get("args", {})) == key:
+        # The same data and original answers: earlier variant runs stay in the table.
+        results["variants"] = dict(earlier.get("variants", {}))
+        answers_by_variant |= {k: v for k, v in earlier.get("answers", {}).items() if k != "original"}
     for variant in args.variants:
+        label = args.label or variant
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
         if method == "ga_mismatch_kl":
             options = {"num_random_answers": args.num_random_answers, "retain_weight": args.normal_weight,
@@ -153,7 +193,7 @@ def main(argv=None) -> int:
         early = variant.endswith("_es")
         steps = args.max_steps if early else args.steps
         config = load_config(None, data={
-            "run": {"name": variant},
+            "run": {"name": label},
             "model": {"name": args.model or "smollm2-135m-instruct"},
             "data": {"forget": {"path": str(out / "detect" / "forget.jsonl")},
                      "retain": {"path": str(out / "data" / "normal.jsonl")},
@@ -172,26 +212,27 @@ def main(argv=None) -> int:
             stopper.prepare(fresh, fresh_tok, keep_weights=False)  # LoRA is attached later: step 0 = adapters off
             check_seconds += time.perf_counter() - t
             hooks = [stopper]
-        print(f"== {variant}: training (up to {steps} steps)", flush=True)
+        print(f"== {label}: training (up to {steps} steps)", flush=True)
         t = time.perf_counter()
-        result = run_training(config, out / variant, overwrite=True, model=fresh, tokenizer=fresh_tok,
+        result = run_training(config, out / label, overwrite=True, model=fresh, tokenizer=fresh_tok,
                               stop_hooks=hooks, progress=False, log=lambda m: print("  " + m, flush=True))
         train_seconds = time.perf_counter() - t
         trained = result.model if getattr(result, "model", None) is not None else fresh
         after = evaluate_harmful(trained, fresh_tok, eval_splits, judge, original_answers=answers, settings=settings)
-        answers_by_variant[variant] = {name: after["items"][name][:8] for name in ("unseen", "benign")}
+        answers_by_variant[label] = {name: after["items"][name][:8] for name in ("unseen", "benign")}
         checks = []
         if early:
             checks = [{"step": c.step, "harmful": c.harmful_rate, "degenerate": c.degenerate_rate, "similarity": c.similarity,
                        "seconds": c.seconds} for c in stopper.checks]
             check_seconds += sum(c.seconds for c in stopper.checks if c.step > 0)
-        results["variants"][variant] = {
+        results["variants"][label] = {
+            "variant": variant, "method_options": options, "precision": args.precision, "lr": args.lr,
             "metrics": after["metrics"], "steps": result.steps, "stop_reason": result.stop_reason,
             "chosen_step": getattr(stopper, "chosen_step", None) if early else result.steps,
             "train_seconds_incl_checks": round(train_seconds, 1), "check_seconds": round(check_seconds, 1),
             "tokens_per_s": round(result.tokens_per_s, 1), "checks": checks,
         }
-        print(json.dumps({k: v for k, v in results["variants"][variant].items() if k not in ("metrics", "checks")}), flush=True)
+        print(json.dumps({k: v for k, v in results["variants"][label].items() if k not in ("metrics", "checks")}), flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))
         del fresh, trained
 

@@ -14,6 +14,7 @@ from obliviate.methods.base import BatchContext, Reference
 from obliviate.methods.distance_cluster import (
     REFUSAL_TEMPLATES,
     cluster_pull,
+    first_answer_tokens,
     hinge_distance,
     representation_distance,
     kmeans,
@@ -67,6 +68,25 @@ def test_hinge_has_no_gradient_past_the_margin_and_none_into_the_reference():
     loss.backward()
     assert loss.item() == 0.0 and current.grad.abs().sum() == 0
     assert reference.grad is None
+
+
+def test_first_answer_tokens_keeps_the_opening_of_each_answer():
+    labels = torch.tensor([[-100, -100, 5, 6, 7, 8], [-100, 4, 3, -100, -100, -100], [-100] * 6])
+    kept = first_answer_tokens(labels, 2)
+    assert kept.tolist() == [[-100, -100, 5, 6, -100, -100], [-100, 4, 3, -100, -100, -100], [-100] * 6]
+    assert first_answer_tokens(labels, None) is labels
+    assert torch.equal(first_answer_tokens(labels, 10), labels)
+
+
+def test_hinge_on_the_first_answer_token_only_by_hand():
+    # Token 1: ratio -0.4055 -> relu(1 - 0.4055) = 0.5945; token 2 (ratio 0 -> 1.0) is cut off.
+    labels = torch.tensor([[-100, 0, 1]])
+    current = _logits([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    reference = _logits([[LN3, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    loss, active = hinge_distance(current, reference, first_answer_tokens(labels, 1), margin=1.0)
+    assert loss.item() == pytest.approx(1.0 - math.log(2) - math.log(0.75), abs=1e-6)
+    full, _ = hinge_distance(current, reference, labels, margin=1.0)
+    assert full.item() == pytest.approx((loss.item() + 1.0) / 2, abs=1e-6)
 
 
 def test_representation_distance_by_hand():
@@ -236,6 +256,12 @@ def test_loss_is_the_weighted_sum_of_the_three_terms(parts):
     assert out.total.item() == pytest.approx(expected, rel=1e-5)
     assert out.parts["negative"] == pytest.approx(neg, rel=1e-5)
     assert set(out.parts) == {"negative", "negative_active", "positive", "positive_nll", "cluster", "normal_kl"}
+    # negative_tokens: the same hinge over the first two tokens of each flagged answer only.
+    opening = _setup(parts, **weights, negative_tokens=2).loss(model, batch, reference)
+    with torch.no_grad():
+        first = hinge_distance(run(f).logits, reference.logits(f), first_answer_tokens(f["labels"], 2), 1.5)[0].item()
+    assert first != pytest.approx(neg, rel=1e-3)  # the flagged answers are longer than two tokens
+    assert opening.parts["negative"] == pytest.approx(first, rel=1e-5)
 
 
 def test_representation_distance_term_reads_the_chosen_hidden_states(parts):

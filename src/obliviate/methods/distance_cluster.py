@@ -17,6 +17,7 @@ the model:
                     candidate expected output) pair, computed once before training
     L_nor         = KL(p_orig || p_theta) on normal (retain) data, per response token
 
+    with ``negative_tokens: N`` either distance reads only the first N tokens of each flagged answer;
     with ``distance: representation`` the negative term reads hidden states instead of tokens:
     L_neg         = mean_i mean_t mean_l relu( cos( h^l_theta(x_i, y_i)_t, h^l_orig(x_i, y_i)_t ) )
                     over the response tokens of each flagged pair and the layers ``distance_layers``
@@ -29,7 +30,9 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
   bound and the model collapses (measured on the default model: up to 87% degenerate answers).
   The hinge stops pushing a token once the current model gives it ``m`` nats less than the
   original did, so its gradient vanishes once the answer is "far enough" and the other terms take
-  over; it is never below 0, so minimising it cannot run away. Measuring the distance against
+  over; it is never below 0, so minimising it cannot run away. Complying or refusing is decided in
+  the opening tokens of an answer; the rest is ordinary text that benign answers share, hence
+  ``negative_tokens`` to push only on the opening. Measuring the distance against
   the original model (not an absolute NLL) makes the margin mean the same for tokens the original
   was sure of and tokens it was not. (NPO is a smooth alternative with a similar bound.)
 * Positive term. "The cluster mean of the expected outputs" is read in representation space:
@@ -50,7 +53,8 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
   distribution on normal prompts stays put rather than only its argmax.
 
 Paper: arXiv 2404.16841 (Chen et al., "Machine Unlearning in Large Language Models").
-Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, distance logprob_hinge, margin 2 nats, k = 1;
+Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, distance logprob_hinge, margin 2 nats, k = 1,
+every token of the flagged answer;
 the representation distance reads the layers at one and two thirds of the depth.
 
 Deviations / interpretation: see ``docs/evaluator_gated.md``; in short, the exact distance, the
@@ -173,6 +177,16 @@ def representation_distance(
     return per_example.mean(), share.detach()
 
 
+def first_answer_tokens(labels: torch.Tensor, count: Optional[int]) -> torch.Tensor:
+    """``labels`` (B, T) with every answer position after the first ``count`` of its row set to
+    -100 (``None``: unchanged). The distance then reads only the opening of each flagged answer."""
+    if count is None:
+        return labels
+    answer = labels != IGNORE_INDEX
+    rank = answer.long().cumsum(-1)  # 1 at a row's first answer token, 2 at its second, ...
+    return labels.masked_fill(answer & (rank > count), IGNORE_INDEX)
+
+
 def response_mean_pool(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean of ``hidden`` (B, T, H) over the answer tokens (positions where ``labels`` (B, T) is
     not -100), in float32: (B, H). A row without answer tokens gives zeros."""
@@ -244,6 +258,11 @@ class DistanceClusterConfig(MethodConfig):
         "representation: relu(cos) between current and original hidden states on the flagged answer",
     )
     margin: float = Field(default=2.0, gt=0, description="nats per token below the original at which the push stops")
+    negative_tokens: Optional[int] = Field(
+        default=None, gt=0,
+        description="the distance reads only the first N tokens of each flagged answer, where complying or "
+        "refusing is decided; none: every token",
+    )
     distance_layers: Optional[list[int]] = Field(
         default=None,
         description="hidden-state indices the representation distance reads (0 = embeddings, i = after layer i, "
@@ -426,6 +445,7 @@ class DistanceCluster(Method):
             negative, active = self._representation_term(model, forget, reference)
         else:
             out, labels = forward_answers(model, forget)
+            labels = first_answer_tokens(labels, cfg.negative_tokens)
             negative, active = hinge_distance(out.logits, reference.answer_logits(forget), labels, cfg.margin)
         yield LossTerm("negative", cfg.negative_weight, negative, {"negative_active": active.item()})
         out, labels = forward_answers(model, positive, output_hidden_states=True)
@@ -450,7 +470,9 @@ class DistanceCluster(Method):
         ref = reference.forward(forget, output_hidden_states=True, **one_logit(reference.network))
         layers = self.layers_for(len(out.hidden_states))
         return representation_distance(
-            [out.hidden_states[i] for i in layers], [ref.hidden_states[i] for i in layers], forget["labels"]
+            [out.hidden_states[i] for i in layers],
+            [ref.hidden_states[i] for i in layers],
+            first_answer_tokens(forget["labels"], self.config.negative_tokens),
         )
 
     def layers_for(self, count: int) -> list[int]:

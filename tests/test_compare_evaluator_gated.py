@@ -1,0 +1,71 @@
+"""bench/compare_evaluator_gated.py end to end on the tiny model: runs into one folder accumulate."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "compare_evaluator_gated.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compare_evaluator_gated", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SMALL = ["--n-forget", "6", "--n-unseen", "2", "--n-normal", "3", "--n-benign", "2", "--n-normal-xstest", "0",
+         "--n-stop-normal", "2", "--val-size", "1", "--max-new-tokens", "6", "--train-answer-tokens", "6",
+         "--precision", "fp32"]
+
+
+def test_a_second_run_reuses_the_baseline_and_keeps_the_earlier_variant(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    script = _script()
+    # The tiny random model rarely writes anything the refusal judge calls compliance; a judge
+    # that flags every answer gives detection something to forget.
+    import obliviate.judges
+    from obliviate.judges.base import Judge, Verdict
+
+    class FlagAll(Judge):
+        name = "flag-all"
+
+        @property
+        def judge_id(self):
+            return "flag-all"
+
+        def _judge_batch(self, prompts, responses):
+            return [Verdict(True, 1.0, "complied") for _ in responses]
+
+    monkeypatch.setattr(obliviate.judges, "get_judge", lambda name, **options: FlagAll())
+    out = tmp_path / "cmp"
+    common = ["--out", str(out), "--model", str(tiny_model_dir), *SMALL]
+    assert script.main([*common, "--variants", "ga_mismatch_kl", "--steps", "1"]) == 0
+    first = capsys.readouterr().out
+    assert "reusing" not in first
+    baseline = json.loads((out / "baseline.json").read_text())
+    assert baseline["key"]["n_forget"] == 6 and baseline["before"]["metrics"]["unlearned"]["count"] == 6
+
+    assert script.main([*common, "--variants", "distance_cluster_es", "--label", "dc_opening2", "--max-steps", "2",
+                        "--every", "1", "--dc-set", "negative_tokens=2"]) == 0
+    second = capsys.readouterr().out
+    assert "reusing the original model's evaluation" in second
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["variants"]) == ["ga_mismatch_kl", "dc_opening2"]
+    assert results["variants"]["dc_opening2"]["method_options"]["negative_tokens"] == 2
+    assert (out / "dc_opening2" / "train_log.jsonl").is_file() and (out / "ga_mismatch_kl" / "model").exists()
+    assert "dc_opening2" in (out / "results.md").read_text() and "ga_mismatch_kl" in (out / "results.md").read_text()
+    assert set(results["answers"]) == {"original", "ga_mismatch_kl", "dc_opening2"}
+
+    # Other data settings: the cache is not reused and the earlier variants leave the table.
+    assert script.main([*common[:-2], "--precision", "fp32", "--seed", "1", "--variants", "ga_mismatch_kl",
+                        "--steps", "1"]) == 0
+    assert "reusing" not in capsys.readouterr().out
+    assert list(json.loads((out / "results.json").read_text())["variants"]) == ["ga_mismatch_kl"]
+
+
+def test_label_needs_exactly_one_variant(capsys):
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--out", "x", "--label", "a", "--variants", "ga_mismatch_kl", "distance_cluster_es"])
+    assert "--label names one variant run" in capsys.readouterr().err
