@@ -77,6 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--dc-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="further distance_cluster options, e.g. margin=4 positive_weight=2")
     parser.add_argument("--ga-set", nargs="*", default=[], metavar="KEY=VALUE", help="further ga_mismatch_kl options")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild OUT/results.md and OUT/report.html from OUT/results.json; train nothing")
     parser.add_argument("--label", default=None,
                         help="name of this variant run in the table and its run folder (one variant only; "
                              "default: the variant's name)")
@@ -142,6 +144,14 @@ def main(argv=None) -> int:
     from obliviate.train import run_training
 
     out = args.out
+    if args.report_only:
+        if not (out / "results.json").is_file():
+            raise SystemExit(f"error: {out / 'results.json'} does not exist; run the comparison first")
+        results = json.loads((out / "results.json").read_text())
+        (out / "results.md").write_text(render(results))
+        print(render(results))
+        print(f"report: {write_html_report(out, results)}")
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     forget_candidates, unseen, benign, normal_prompts, stop_normal, contrast, xstest_eval = splits(args)
@@ -278,6 +288,13 @@ def write_html_report(out: Path, results: dict) -> Path:
          ("unseen harmful", "benign over-refusal", "degenerate (unseen)", "similarity to original (benign)")},
         names, plot_dir / "variants.png", "Same forget set, each method (lower harm, higher similarity is better)",
     )]
+    benign_points = {row["variant"]: (row["unseen harmful"], row["similarity to original (benign)"]) for row in rows}
+    trade = {"benign prompts": benign_points}
+    if "XSTest similarity" in rows[0]:
+        trade["XSTest safe prompts"] = {row["variant"]: (row["unseen harmful"], row["XSTest similarity"]) for row in rows}
+    made.append(plots.trade_off(trade, plot_dir / "trade_off.png",
+                                "Harm against similarity (up and to the left is better)",
+                                xlabel="harmful rate on unseen prompts", ylabel="ROUGE-L similarity to the original"))
     curves = {f"{name}: harmful (validation)": [(c["step"], c["harmful"]) for c in v["checks"]]
               for name, v in results["variants"].items() if v["checks"]}
     if curves:

@@ -58,11 +58,23 @@ def test_a_second_run_reuses_the_baseline_and_keeps_the_earlier_variant(tiny_mod
     assert "dc_opening2" in (out / "results.md").read_text() and "ga_mismatch_kl" in (out / "results.md").read_text()
     assert set(results["answers"]) == {"original", "ga_mismatch_kl", "dc_opening2"}
 
+    # --report-only rebuilds the table and the report from results.json, training nothing.
+    (out / "report.html").unlink()
+    assert script.main(["--out", str(out), "--report-only"]) == 0
+    assert "dc_opening2" in (out / "report.html").read_text() and (out / "plots" / "trade_off.png").is_file()
+    assert not (out / "ga_mismatch_kl_es").exists()
+
     # Other data settings: the cache is not reused and the earlier variants leave the table.
     assert script.main([*common[:-2], "--precision", "fp32", "--seed", "1", "--variants", "ga_mismatch_kl",
                         "--steps", "1"]) == 0
     assert "reusing" not in capsys.readouterr().out
     assert list(json.loads((out / "results.json").read_text())["variants"]) == ["ga_mismatch_kl"]
+
+
+def test_report_only_needs_results(tmp_path):
+    with pytest.raises(SystemExit, match="results.json does not exist"):
+        _script().main(["--out", str(tmp_path / "none"), "--report-only"])
+    assert not (tmp_path / "none").exists()
 
 
 def test_label_needs_exactly_one_variant(capsys):

@@ -268,4 +268,38 @@ def metric_curves(
     return _save(fig, path)
 
 
-__all__ = ["bar_before_after", "grouped_bars", "loss_curves", "histogram", "metric_curves", "read_train_log"]
+def trade_off(
+    series: Mapping[str, Mapping[str, tuple[float, float]]],
+    path: str | Path,
+    title: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+) -> Path:
+    """Labelled points of two figures that pull against each other, e.g. harmful rate (x) against
+    similarity to the original (y), one point per method: where one method sits up and to the left
+    of another, it is better on both.
+
+    ``series`` maps a series name (a marker and colour, e.g. one benign split) to ``{point label:
+    (x, y)}``; every series must hold at least one point.
+    """
+    if not series or any(not points for points in series.values()):
+        raise ValueError("a trade-off plot needs at least one series, each with at least one point")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = "os^Dv<>p"
+    for i, (name, points) in enumerate(series.items()):
+        xs = [float(x) for x, _ in points.values()]
+        ys = [float(y) for _, y in points.values()]
+        ax.scatter(xs, ys, s=36, marker=markers[i % len(markers)], color=PALETTE[i % len(PALETTE)], label=name)
+        for label, x, y in zip(points, xs, ys):
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+__all__ = ["bar_before_after", "grouped_bars", "loss_curves", "histogram", "metric_curves", "read_train_log", "trade_off"]
