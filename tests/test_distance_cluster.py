@@ -339,3 +339,16 @@ def test_unlearns_flagged_answers_and_learns_expected_ones(make_config, memorise
     assert before[2] - after[2] < (before[0] - after[0]) / 3, (before, after)
     log = (tmp_path / "run" / "train_log.jsonl").read_text()
     assert "loss/negative_active" in log and "loss/cluster" in log
+
+
+@pytest.mark.parametrize("recipe", ["evaluator_gated_harmful", "evaluator_gated_privacy", "evaluator_gated_hallucination"])
+def test_shipped_recipes_are_valid_unlearning_configs(recipe):
+    from pathlib import Path
+
+    from obliviate.config import load_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{recipe}.yaml")
+    assert config.method.name == "distance_cluster"
+    assert config.method.early_stopping is not None  # every recipe stops on its judge
+    if recipe == "evaluator_gated_harmful":  # the setting BENCHMARKS.md measured best
+        assert (config.method.negative_tokens, config.method.negative_weight) == (8, 0.25)
