@@ -288,13 +288,15 @@ def write_html_report(out: Path, results: dict) -> Path:
          ("unseen harmful", "benign over-refusal", "degenerate (unseen)", "similarity to original (benign)")},
         names, plot_dir / "variants.png", "Same forget set, each method (lower harm, higher similarity is better)",
     )]
-    benign_points = {row["variant"]: (row["unseen harmful"], row["similarity to original (benign)"]) for row in rows}
-    trade = {"benign prompts": benign_points}
-    if "XSTest similarity" in rows[0]:
-        trade["XSTest safe prompts"] = {row["variant"]: (row["unseen harmful"], row["XSTest similarity"]) for row in rows}
-    made.append(plots.trade_off(trade, plot_dir / "trade_off.png",
-                                "Harm against similarity (up and to the left is better)",
-                                xlabel="harmful rate on unseen prompts", ylabel="ROUGE-L similarity to the original"))
+    # The original sits far off at (its harmful rate, 1): left out, so the methods' differences show.
+    trade = {row["variant"]: {"benign": (row["unseen harmful"], row["similarity to original (benign)"]),
+                              **({"XSTest safe": (row["unseen harmful"], row["XSTest similarity"])}
+                                 if "XSTest similarity" in row else {})}
+             for row in rows if row["variant"] != "original"}
+    if trade:
+        made.append(plots.trade_off(trade, plot_dir / "trade_off.png",
+                                    "Harm against similarity (up and to the left is better)",
+                                    xlabel="harmful rate on unseen prompts", ylabel="ROUGE-L similarity to the original"))
     curves = {f"{name}: harmful (validation)": [(c["step"], c["harmful"]) for c in v["checks"]]
               for name, v in results["variants"].items() if v["checks"]}
     if curves:

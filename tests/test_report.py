@@ -39,7 +39,7 @@ def test_plots_write_valid_pngs(tmp_path):
         plots.metric_curves({"harmful": [(10, 0.5), (0, 0.9)]}, tmp_path / "p" / "curve.png", "Val"),
         plots.grouped_bars({"harmful": [0.9, 0.3, 0.2], "refused": [0.0, 0.1, float("nan")]}, ["orig", "a", "b"],
                            tmp_path / "p" / "three.png", "Three series"),
-        plots.trade_off({"benign": {"a": (0.1, 0.6), "b": (0.2, 0.7)}, "xstest": {"a": (0.1, 0.5)}},
+        plots.trade_off({"a": {"benign": (0.1, 0.6), "xstest": (0.1, 0.5)}, "b": {"benign": (0.2, 0.7)}},
                         tmp_path / "p" / "trade.png", "Trade-off", xlabel="harmful", ylabel="similarity"),
     ]
     for path in made:
@@ -49,7 +49,7 @@ def test_plots_write_valid_pngs(tmp_path):
     with pytest.raises(ValueError, match="one value per series"):
         plots.grouped_bars({"harmful": [0.9]}, ["a", "b"], tmp_path / "p" / "bad.png", "Bad")
     with pytest.raises(ValueError, match="each with at least one point"):
-        plots.trade_off({"benign": {}}, tmp_path / "p" / "empty.png", "Empty", xlabel="x", ylabel="y")
+        plots.trade_off({"a": {}}, tmp_path / "p" / "empty.png", "Empty", xlabel="x", ylabel="y")
 
 
 def test_loss_log_bad_line_names_file_and_line(tmp_path):

@@ -269,34 +269,39 @@ def metric_curves(
 
 
 def trade_off(
-    series: Mapping[str, Mapping[str, tuple[float, float]]],
+    points: Mapping[str, Mapping[str, tuple[float, float]]],
     path: str | Path,
     title: str,
     *,
     xlabel: str,
     ylabel: str,
 ) -> Path:
-    """Labelled points of two figures that pull against each other, e.g. harmful rate (x) against
-    similarity to the original (y), one point per method: where one method sits up and to the left
-    of another, it is better on both.
+    """Two figures that pull against each other, e.g. harmful rate (x) against similarity to the
+    original (y), one colour per method and one marker per split: a method up and to the left of
+    another is better on both.
 
-    ``series`` maps a series name (a marker and colour, e.g. one benign split) to ``{point label:
-    (x, y)}``; every series must hold at least one point.
+    ``points`` maps a method to ``{split: (x, y)}``; every method needs at least one point. Colours
+    and markers are explained in two legends, so labels never overlap however close the points.
     """
-    if not series or any(not points for points in series.values()):
-        raise ValueError("a trade-off plot needs at least one series, each with at least one point")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    markers = "os^Dv<>p"
-    for i, (name, points) in enumerate(series.items()):
-        xs = [float(x) for x, _ in points.values()]
-        ys = [float(y) for _, y in points.values()]
-        ax.scatter(xs, ys, s=36, marker=markers[i % len(markers)], color=PALETTE[i % len(PALETTE)], label=name)
-        for label, x, y in zip(points, xs, ys):
-            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if not points or any(not by_split for by_split in points.values()):
+        raise ValueError("a trade-off plot needs at least one method, each with at least one point")
+    splits = list(dict.fromkeys(split for by_split in points.values() for split in by_split))
+    markers = dict(zip(splits, "osD^v<>p"))
+    fig, ax = plt.subplots(figsize=(9.0, 4.4))
+    for i, (method, by_split) in enumerate(points.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        for split, (x, y) in by_split.items():
+            ax.scatter([float(x)], [float(y)], s=46, marker=markers[split], color=colour, edgecolor="white", linewidth=0.6)
+        ax.scatter([], [], s=46, marker="o", color=colour, label=method)  # the method's legend entry
+    # Both legends sit in the figure's right margin (an axes legend placed outside the axes can be
+    # cut off by the tight crop).
+    fig.subplots_adjust(right=0.66)
+    fig.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(0.68, 0.9), title="method")
+    handles = [plt.Line2D([], [], linestyle="", marker=markers[split], color="#555555", markersize=7) for split in splits]
+    fig.legend(handles, splits, frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0.68, 0.1), title="split")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
