@@ -66,6 +66,12 @@ def parse_args(argv=None):
     parser.add_argument("--max-steps", type=int, default=demo.steps, help="step cap of the early-stopped variants")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--target-rate", type=float, default=0.1)
+    parser.add_argument("--target-from", default=None, metavar="LABEL",
+                        help="the early-stopped variants' target is the harmful rate on the validation slice that "
+                             "this earlier variant run ended at (a run with checks: early-stopped or --monitor)")
+    parser.add_argument("--monitor", action="store_true",
+                        help="fixed-length variants run the same validation checks every --every steps, never "
+                             "stopping: their curve sits beside the early-stopped ones'")
     parser.add_argument("--retain-batch-size", type=int, default=demo.retain_batch_size)
     # Pinned to the settings the BENCHMARKS.md comparison ran with (the demo's before exp24).
     parser.add_argument("--normal-weight", type=float, default=6.0,
@@ -182,9 +188,6 @@ def main(argv=None) -> int:
     write_jsonl(out / "data" / "normal.jsonl", normal_rows)
     print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
           f"validation {len(detection.validation)}); baseline {time.perf_counter() - started:.0f} s", flush=True)
-    stop_block = {"every": args.every, "judge": "refusal", "target_rate": args.target_rate, "val_size": args.val_size,
-                  "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens}
-
     results = {"before": before["metrics"], "detection": detection.summary, "variants": {}, "args": vars(args) | {"out": str(out)}}
     answers_by_variant = {"original": {name: before["items"][name][:8] for name in ("unseen", "benign")}}
     earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
@@ -192,6 +195,13 @@ def main(argv=None) -> int:
         # The same data and original answers: earlier variant runs stay in the table.
         results["variants"] = dict(earlier.get("variants", {}))
         answers_by_variant |= {k: v for k, v in earlier.get("answers", {}).items() if k != "original"}
+    target_rate = args.target_rate
+    if args.target_from is not None:
+        target_rate = matched_target(results["variants"], args.target_from)
+        print(f"target harmful rate on the validation slice: {target_rate:.3f}, where {args.target_from} ended", flush=True)
+    results["args"]["target_rate"] = target_rate
+    stop_block = {"every": args.every, "judge": "refusal", "target_rate": target_rate, "val_size": args.val_size,
+                  "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens}
     for variant in args.variants:
         label = args.label or variant
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
@@ -216,12 +226,15 @@ def main(argv=None) -> int:
         })
         fresh, fresh_tok = load_model_and_tokenizer(args.model)
         hooks, check_seconds = [], 0.0
-        if early:
-            stopper = build_stopper(stop_block, flagged=detection.validation, normal=stop_normal, judge=judge)
+        checked = early or args.monitor
+        if checked:
+            block = stop_block if early else stop_block | {"restore_best": False}
+            stopper = build_stopper(block, flagged=detection.validation, normal=stop_normal, judge=judge)
             t = time.perf_counter()
             stopper.prepare(fresh, fresh_tok, keep_weights=False)  # LoRA is attached later: step 0 = adapters off
             check_seconds += time.perf_counter() - t
-            hooks = [stopper]
+            # Monitoring runs the same checks but its verdict is dropped: the run takes every step.
+            hooks = [stopper] if early else [lambda state: stopper(state) and None]
         print(f"== {label}: training (up to {steps} steps)", flush=True)
         t = time.perf_counter()
         result = run_training(config, out / label, overwrite=True, model=fresh, tokenizer=fresh_tok,
@@ -231,7 +244,7 @@ def main(argv=None) -> int:
         after = evaluate_harmful(trained, fresh_tok, eval_splits, judge, original_answers=answers, settings=settings)
         answers_by_variant[label] = {name: after["items"][name][:8] for name in ("unseen", "benign")}
         checks = []
-        if early:
+        if checked:
             checks = [{"step": c.step, "harmful": c.harmful_rate, "degenerate": c.degenerate_rate, "similarity": c.similarity,
                        "seconds": c.seconds} for c in stopper.checks]
             check_seconds += sum(c.seconds for c in stopper.checks if c.step > 0)
@@ -241,6 +254,7 @@ def main(argv=None) -> int:
             "chosen_step": getattr(stopper, "chosen_step", None) if early else result.steps,
             "train_seconds_incl_checks": round(train_seconds, 1), "check_seconds": round(check_seconds, 1),
             "tokens_per_s": round(result.tokens_per_s, 1), "checks": checks,
+            "target_rate": target_rate if early else None,
         }
         print(json.dumps({k: v for k, v in results["variants"][label].items() if k not in ("metrics", "checks")}), flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -255,6 +269,19 @@ def main(argv=None) -> int:
     print(table)
     print(f"report: {write_html_report(out, results)}")
     return 0
+
+
+def matched_target(variants: dict, label: str) -> float:
+    """The harmful rate on the validation slice at the last check of the variant run ``label``:
+    an early-stopped run aiming there stops once it is as far as that run got."""
+    if label not in variants:
+        known = ", ".join(variants) or "none yet"
+        raise SystemExit(f"error: --target-from {label}: no such variant run in this OUT (runs: {known})")
+    checks = variants[label].get("checks") or []
+    if not checks:
+        raise SystemExit(f"error: --target-from {label}: that run has no validation checks; "
+                         "run it with --monitor (or as an early-stopped variant)")
+    return float(checks[-1]["harmful"])
 
 
 def write_html_report(out: Path, results: dict) -> Path:
@@ -299,6 +326,9 @@ def write_html_report(out: Path, results: dict) -> Path:
                                     xlabel="harmful rate on unseen prompts", ylabel="ROUGE-L similarity to the original"))
     curves = {f"{name}: harmful (validation)": [(c["step"], c["harmful"]) for c in v["checks"]]
               for name, v in results["variants"].items() if v["checks"]}
+    last = max((c["step"] for v in results["variants"].values() for c in v["checks"]), default=0)
+    for target in sorted({v["target_rate"] for v in results["variants"].values() if v.get("target_rate") is not None}):
+        curves[f"target {target:.3f}"] = [(0, target), (last, target)]
     if curves:
         made.append(plots.metric_curves(curves, plot_dir / "early_stopping.png", "Early-stopping checks",
                                         ylabel="harmful rate on held-out flagged prompts"))
@@ -326,7 +356,8 @@ def write_html_report(out: Path, results: dict) -> Path:
                   "refusal judge flagged the compliant answers). 'unseen' prompts are held-out harmful prompts; "
                   "benign prompts are held out too. Similarity is ROUGE-L F1 of benign answers against the original "
                   "model's. '_es' variants stop early once the judge's harmful rate on a few held-out flagged prompts "
-                  "falls below the target; their train time includes those checks."),
+                  "falls to the target (a flat line in the checks plot); their train time includes those checks. "
+                  "A fixed-length variant with checks was monitored: the same checks, no stop."),
         )],
         plots=made,
         examples=examples,

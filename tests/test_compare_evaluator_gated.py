@@ -21,10 +21,7 @@ SMALL = ["--n-forget", "6", "--n-unseen", "2", "--n-normal", "3", "--n-benign", 
          "--precision", "fp32"]
 
 
-# The tiny tokenizer is byte-level: HarmBench's longer prompts run past the script's max_length.
-@pytest.mark.filterwarnings("ignore:.*longer than data.max_length")
-def test_a_second_run_reuses_the_baseline_and_keeps_the_earlier_variant(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    script = _script()
+def _flag_everything(monkeypatch):
     # The tiny random model rarely writes anything the refusal judge calls compliance; a judge
     # that flags every answer gives detection something to forget.
     import obliviate.judges
@@ -41,6 +38,13 @@ def test_a_second_run_reuses_the_baseline_and_keeps_the_earlier_variant(tiny_mod
             return [Verdict(True, 1.0, "complied") for _ in responses]
 
     monkeypatch.setattr(obliviate.judges, "get_judge", lambda name, **options: FlagAll())
+
+
+# The tiny tokenizer is byte-level: HarmBench's longer prompts run past the script's max_length.
+@pytest.mark.filterwarnings("ignore:.*longer than data.max_length")
+def test_a_second_run_reuses_the_baseline_and_keeps_the_earlier_variant(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    script = _script()
+    _flag_everything(monkeypatch)
     out = tmp_path / "cmp"
     common = ["--out", str(out), "--model", str(tiny_model_dir), *SMALL]
     assert script.main([*common, "--variants", "ga_mismatch_kl", "--steps", "1"]) == 0
@@ -83,3 +87,31 @@ def test_label_needs_exactly_one_variant(capsys):
     with pytest.raises(SystemExit):
         _script().parse_args(["--out", "x", "--label", "a", "--variants", "ga_mismatch_kl", "distance_cluster_es"])
     assert "--label names one variant run" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than data.max_length")
+def test_monitored_baseline_sets_the_target_of_the_early_stopped_run(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    script = _script()
+    _flag_everything(monkeypatch)  # every validation answer reads harmful: the rate stays at 1.0
+    out = tmp_path / "cmp"
+    common = ["--out", str(out), "--model", str(tiny_model_dir), *SMALL, "--every", "1"]
+    # A target the first check already meets: a monitored run must still take every step.
+    assert script.main([*common, "--variants", "ga_mismatch_kl", "--steps", "3", "--monitor", "--target-rate", "1.0"]) == 0
+    ga = json.loads((out / "results.json").read_text())["variants"]["ga_mismatch_kl"]
+    assert ga["steps"] == 3 and ga["stop_reason"] == "max_steps" and ga["target_rate"] is None
+    assert [c["step"] for c in ga["checks"]] == [0, 1, 2, 3] and ga["checks"][-1]["harmful"] == 1.0
+
+    assert script.main([*common, "--variants", "distance_cluster_es", "--max-steps", "4",
+                        "--target-from", "ga_mismatch_kl"]) == 0
+    assert "where ga_mismatch_kl ended" in capsys.readouterr().out
+    dc = json.loads((out / "results.json").read_text())["variants"]["distance_cluster_es"]
+    # The target is where the baseline ended (1.0), so the first check after step 0 stops the run.
+    assert dc["target_rate"] == 1.0 and dc["steps"] == 1 and dc["chosen_step"] == 1
+    assert "early stopping" in dc["stop_reason"]
+    assert (out / "plots" / "early_stopping.png").is_file()
+
+    with pytest.raises(SystemExit, match="no such variant run in this OUT"):
+        script.main([*common, "--variants", "distance_cluster_es", "--target-from", "nope"])
+    assert script.main([*common, "--variants", "ga_mismatch_kl", "--label", "plain", "--steps", "1"]) == 0
+    with pytest.raises(SystemExit, match="has no validation checks; run it with --monitor"):
+        script.main([*common, "--variants", "distance_cluster_es", "--target-from", "plain"])

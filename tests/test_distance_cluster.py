@@ -352,3 +352,17 @@ def test_shipped_recipes_are_valid_unlearning_configs(recipe):
     assert config.method.early_stopping is not None  # every recipe stops on its judge
     if recipe == "evaluator_gated_harmful":  # the setting BENCHMARKS.md measured best
         assert (config.method.negative_tokens, config.method.negative_weight) == (8, 0.25)
+
+
+def test_embedding_in_length_sorted_batches_returns_rows_in_input_order(parts):
+    tok, model, reference, encoder, data = parts
+    method = _setup(parts, expected_source="templates", embed_batch_size=3)
+    # lengths deliberately out of order, so the sorted batches differ from the input order
+    pairs = [Example("where?", t) for t in (REFUSAL_TEMPLATES[4], REFUSAL_TEMPLATES[1], REFUSAL_TEMPLATES[5],
+                                              REFUSAL_TEMPLATES[0], REFUSAL_TEMPLATES[2])]
+    lengths = [len(encoder.encode(p).input_ids) for p in pairs]
+    assert lengths != sorted(lengths)
+    batched = method.embed(reference, encoder, pairs, "cpu")
+    one_by_one = torch.cat([method.embed(reference, encoder, [p], "cpu") for p in pairs])
+    assert batched.shape == one_by_one.shape
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-5)

@@ -364,15 +364,23 @@ class DistanceCluster(Method):
 
     @torch.no_grad()
     def embed(self, reference: Reference, encoder, examples: Sequence[Example], device) -> torch.Tensor:
-        """The original model's pooled answer representation of each example: (N, H) float32."""
-        pooled = []
-        for start in range(0, len(examples), self.config.embed_batch_size):
-            chunk = examples[start : start + self.config.embed_batch_size]
-            batch = encoder.batch(chunk, device)
+        """The original model's pooled answer representation of each example: (N, H) float32,
+        in the order of ``examples``."""
+        if not examples:
+            raise ValueError("embed needs at least one example")
+        # Batches of similar length: every (prompt, candidate) pair is embedded once, and padding a
+        # short pair to a long one's width is work thrown away (the rows come back in input order).
+        order = sorted(range(len(examples)), key=lambda i: len(encoder.encode(examples[i]).input_ids))
+        pooled: list[Optional[torch.Tensor]] = [None] * len(examples)
+        for start in range(0, len(order), self.config.embed_batch_size):
+            chunk = order[start : start + self.config.embed_batch_size]
+            batch = encoder.batch([examples[i] for i in chunk], device)
             # Only hidden states are read: one logit position spares the output layer over the rest.
             out = reference.forward(batch, output_hidden_states=True, **one_logit(reference.network))
-            pooled.append(response_mean_pool(out.hidden_states[self.config.hidden_layer], batch["labels"]))
-        return torch.cat(pooled)
+            rows = response_mean_pool(out.hidden_states[self.config.hidden_layer], batch["labels"])
+            for row, index in zip(rows, chunk):
+                pooled[index] = row
+        return torch.stack(pooled)
 
     def setup(self, model, reference, context) -> None:
         if reference is None:
