@@ -27,6 +27,14 @@ model) are the same, and the variants of earlier runs stay in the table unless r
 
     python bench/compare_evaluator_gated.py --out runs/cmp --variants distance_cluster_es \
         --label dc_opening8 --dc-set negative_tokens=8
+
+Early stopping aimed at the baseline: ``--monitor`` gives the fixed-length baseline the same
+validation checks without stopping it, and ``--target-from LABEL`` stops the early-stopped run
+once its validation harmful rate is down to where that run ended (fewer steps for the same cut):
+
+    python bench/compare_evaluator_gated.py --out runs/cmp --val-size 16 --variants ga_mismatch_kl --monitor
+    python bench/compare_evaluator_gated.py --out runs/cmp --val-size 16 --variants distance_cluster_es \
+        --target-from ga_mismatch_kl
 """
 
 from __future__ import annotations

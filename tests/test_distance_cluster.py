@@ -366,3 +366,30 @@ def test_embedding_in_length_sorted_batches_returns_rows_in_input_order(parts):
     one_by_one = torch.cat([method.embed(reference, encoder, [p], "cpu") for p in pairs])
     assert batched.shape == one_by_one.shape
     torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-5)
+
+
+def test_a_prompts_candidates_embedded_over_one_cached_prompt_pass_match_full_passes(parts):
+    tok, model, reference, encoder, data = parts
+    shared = _setup(parts, expected_source="templates", embed_batch_size=4)
+    full = _setup(parts, expected_source="templates", embed_batch_size=4, embed_shared_prompts=False)
+    # Two prompts with six candidates each (two batches after each cached prompt), and one pair alone.
+    pairs = [Example(q, t) for q in ("where?", "how do I pick a lock?") for t in REFUSAL_TEMPLATES]
+    pairs.append(Example("what is the secret code?", "I cannot share that."))
+    calls = []
+    original_forward = reference.forward
+
+    def counting(batch, **kwargs):
+        calls.append((tuple(batch["input_ids"].shape), "cache" in kwargs or "past_key_values" in kwargs))
+        return original_forward(batch, **kwargs)
+
+    reference.forward = counting
+    try:
+        cached = shared.embed(reference, encoder, pairs, "cpu")
+    finally:
+        reference.forward = original_forward
+    # per prompt: one prompt pass and two answer batches on its cache; the single pair runs in full
+    assert sum(1 for _, on_cache in calls if on_cache) == 4 and len(calls) == 7
+    assert all(shape[0] <= 4 for shape, _ in calls)
+    torch.testing.assert_close(cached, full.embed(reference, encoder, pairs, "cpu"), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shared.centroids, full.centroids, rtol=1e-4, atol=1e-5)
+    assert shared.expected == full.expected

@@ -81,6 +81,8 @@ from obliviate.methods.base import (
     Reference,
     forward,
     forward_answers,
+    _forward_parameters,
+    _innermost,
     one_logit,
     register,
 )
@@ -290,6 +292,11 @@ class DistanceClusterConfig(MethodConfig):
     )
     hidden_layer: int = Field(default=-1, description="which hidden state to pool (-1: the last)")
     embed_batch_size: int = Field(default=16, gt=0)
+    embed_shared_prompts: bool = Field(
+        default=True,
+        description="embed a prompt's candidates over one cached pass of the prompt (same result, less work); "
+        "false: every (prompt, candidate) pair in full, for a model whose forward takes no past_key_values",
+    )
     early_stopping: Optional[dict[str, Any]] = Field(
         default=None, description="evaluator-driven early stopping (see obliviate.early_stopping)"
     )
@@ -315,6 +322,41 @@ class DistanceClusterConfig(MethodConfig):
 
     def template_texts(self) -> list[str]:
         return list(template_set(self.templates)) if isinstance(self.templates, str) else [t for t in self.templates if t.strip()]
+
+
+def _cache_parameter(model: torch.nn.Module) -> Optional[str]:
+    """The name under which the model's forward takes a key/value cache (newer transformers:
+    ``cache``, older: ``past_key_values``), or None."""
+    params = _forward_parameters(type(_innermost(model)))
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+def _takes_cache(model: torch.nn.Module) -> bool:
+    return _cache_parameter(model) is not None
+
+
+def _cache_argument(model: torch.nn.Module, cache) -> dict:
+    return {_cache_parameter(model): cache}
+
+
+def _returned_cache(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _prompt_length(encoded) -> int:
+    """How many leading tokens of an encoded pair are prompt (no loss on them)."""
+    for position, label in enumerate(encoded.labels):
+        if label != IGNORE_INDEX:
+            return position
+    return len(encoded.labels)
+
+
+def _answer_part(encoded, start: int):
+    """The tokens of an encoded pair from ``start`` on, as an encoded pair of their own."""
+    from obliviate.data.formatting import Encoded
+
+    return Encoded(input_ids=encoded.input_ids[start:], labels=encoded.labels[start:])
 
 
 def _as_answers(value: Any, separator: Optional[str]) -> list[str]:
@@ -368,12 +410,26 @@ class DistanceCluster(Method):
         in the order of ``examples``."""
         if not examples:
             raise ValueError("embed needs at least one example")
-        # Batches of similar length: every (prompt, candidate) pair is embedded once, and padding a
-        # short pair to a long one's width is work thrown away (the rows come back in input order).
-        order = sorted(range(len(examples)), key=lambda i: len(encoder.encode(examples[i]).input_ids))
+        encoded = [encoder.encode(e) for e in examples]
         pooled: list[Optional[torch.Tensor]] = [None] * len(examples)
-        for start in range(0, len(order), self.config.embed_batch_size):
-            chunk = order[start : start + self.config.embed_batch_size]
+        alone = list(range(len(examples)))
+        if self.config.embed_shared_prompts and _takes_cache(reference.network):
+            # Every flagged prompt is paired with each of its candidates: the prompt, most of each
+            # pair's tokens, is run once and its cached keys and values serve all its candidates.
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, enc in enumerate(encoded):
+                groups.setdefault(tuple(enc.input_ids[: _prompt_length(enc)]), []).append(i)
+            alone = []
+            for prefix, members in groups.items():
+                if len(members) < 2 or not prefix:
+                    alone.extend(members)
+                    continue
+                for row, index in zip(self._embed_after_prefix(reference, encoder, prefix, [encoded[i] for i in members], device), members):
+                    pooled[index] = row
+        # Batches of similar length: padding a short pair to a long one's width is work thrown away.
+        alone.sort(key=lambda i: len(encoded[i].input_ids))
+        for start in range(0, len(alone), self.config.embed_batch_size):
+            chunk = alone[start : start + self.config.embed_batch_size]
             batch = encoder.batch([examples[i] for i in chunk], device)
             # Only hidden states are read: one logit position spares the output layer over the rest.
             out = reference.forward(batch, output_hidden_states=True, **one_logit(reference.network))
@@ -381,6 +437,35 @@ class DistanceCluster(Method):
             for row, index in zip(rows, chunk):
                 pooled[index] = row
         return torch.stack(pooled)
+
+    def _embed_after_prefix(self, reference: Reference, encoder, prefix: tuple[int, ...], encoded, device) -> list[torch.Tensor]:
+        """Pooled answer representations of pairs that share the prompt tokens ``prefix``: one
+        cached pass over the prompt, then the answers in batches on top of copies of that cache."""
+        import copy
+
+        from obliviate.data.formatting import collate
+
+        ones = torch.ones((1, len(prefix)), dtype=torch.long, device=device)
+        first = reference.forward(
+            {"input_ids": torch.tensor([prefix], device=device), "attention_mask": ones},
+            use_cache=True, **one_logit(reference.network),
+        )
+        prompt_cache = _returned_cache(first)
+        rows: list[torch.Tensor] = []
+        for start in range(0, len(encoded), self.config.embed_batch_size):
+            chunk = encoded[start : start + self.config.embed_batch_size]
+            answers = collate([_answer_part(enc, len(prefix)) for enc in chunk], encoder.pad)
+            answers = {k: v.to(device) for k, v in answers.items()}
+            cache = copy.deepcopy(prompt_cache)  # a forward pass appends to the cache it is given
+            cache.batch_repeat_interleave(len(chunk))
+            mask = torch.cat([ones.expand(len(chunk), -1), answers["attention_mask"]], dim=1)
+            out = reference.forward(
+                {"input_ids": answers["input_ids"], "attention_mask": mask},
+                output_hidden_states=True, use_cache=True, **_cache_argument(reference.network, cache),
+                **one_logit(reference.network),
+            )
+            rows.extend(response_mean_pool(out.hidden_states[self.config.hidden_layer], answers["labels"]))
+        return rows
 
     def setup(self, model, reference, context) -> None:
         if reference is None:
