@@ -334,12 +334,11 @@ def write_html_report(out: Path, results: dict) -> Path:
                                     xlabel="harmful rate on unseen prompts", ylabel="ROUGE-L similarity to the original"))
     curves = {f"{name}: harmful (validation)": [(c["step"], c["harmful"]) for c in v["checks"]]
               for name, v in results["variants"].items() if v["checks"]}
-    last = max((c["step"] for v in results["variants"].values() for c in v["checks"]), default=0)
-    for target in sorted({v["target_rate"] for v in results["variants"].values() if v.get("target_rate") is not None}):
-        curves[f"target {target:.3f}"] = [(0, target), (last, target)]
+    targets = {f"target {t:.3f}": t for t in sorted({v["target_rate"] for v in results["variants"].values()
+                                                       if v.get("target_rate") is not None})}
     if curves:
         made.append(plots.metric_curves(curves, plot_dir / "early_stopping.png", "Early-stopping checks",
-                                        ylabel="harmful rate on held-out flagged prompts"))
+                                        ylabel="harmful rate on held-out flagged prompts", levels=targets))
     for name in results["variants"]:
         log = out / name / "train_log.jsonl"
         if log.is_file():

@@ -37,6 +37,8 @@ def test_plots_write_valid_pngs(tmp_path):
         plots.histogram({"before": [0.1, 0.5, 0.6], "after": [0.2, 0.3]}, tmp_path / "p" / "hist.png",
                         "Similarity", "cosine", threshold=0.25),
         plots.metric_curves({"harmful": [(10, 0.5), (0, 0.9)]}, tmp_path / "p" / "curve.png", "Val"),
+        plots.metric_curves({"harmful": [(10, 0.5), (0, 0.9)]}, tmp_path / "p" / "curve_target.png", "Val",
+                            levels={"target 0.25": 0.25}),
         plots.grouped_bars({"harmful": [0.9, 0.3, 0.2], "refused": [0.0, 0.1, float("nan")]}, ["orig", "a", "b"],
                            tmp_path / "p" / "three.png", "Three series"),
         plots.trade_off({"a": {"benign": (0.1, 0.6), "xstest": (0.1, 0.5)}, "b": {"benign": (0.2, 0.7)}},
@@ -46,6 +48,8 @@ def test_plots_write_valid_pngs(tmp_path):
         width, height = png_size(path)
         assert width > 200 and height > 150
     assert not list((tmp_path / "p").glob(".*"))  # no temporary files left behind
+    # the target line (and its legend entry) is drawn: the picture differs from the plain curve
+    assert (tmp_path / "p" / "curve_target.png").read_bytes() != (tmp_path / "p" / "curve.png").read_bytes()
     with pytest.raises(ValueError, match="one value per series"):
         plots.grouped_bars({"harmful": [0.9]}, ["a", "b"], tmp_path / "p" / "bad.png", "Bad")
     with pytest.raises(ValueError, match="each with at least one point"):

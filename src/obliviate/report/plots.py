@@ -12,7 +12,7 @@ import os
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -248,10 +248,12 @@ def metric_curves(
     *,
     xlabel: str = "step",
     ylabel: str = "value",
+    levels: Optional[Mapping[str, float]] = None,
 ) -> Path:
     """Lines of metrics measured at several points, e.g. harmful rate per checkpoint step.
 
-    ``series`` maps a label to ``[(x, y), ...]``; points are sorted by x.
+    ``series`` maps a label to ``[(x, y), ...]``; points are sorted by x. ``levels`` maps a label
+    to a y value drawn as a dashed grey line across the plot (a target, a bound).
     """
     fig, ax = plt.subplots(figsize=(7.0, 3.6))
     for i, (label, points) in enumerate(series.items()):
@@ -259,10 +261,12 @@ def metric_curves(
         if ordered:
             ax.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", markersize=3,
                     color=PALETTE[i % len(PALETTE)], label=label)
+    for j, (label, y) in enumerate((levels or {}).items()):
+        ax.axhline(float(y), color="0.45", linestyle=("--", ":", "-.")[j % 3], linewidth=1, label=label)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if series:
+    if series or levels:
         ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
