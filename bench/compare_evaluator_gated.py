@@ -363,7 +363,7 @@ def write_html_report(out: Path, results: dict) -> Path:
                   "refusal judge flagged the compliant answers). 'unseen' prompts are held-out harmful prompts; "
                   "benign prompts are held out too. Similarity is ROUGE-L F1 of benign answers against the original "
                   "model's. '_es' variants stop early once the judge's harmful rate on a few held-out flagged prompts "
-                  "falls to the target (a flat line in the checks plot); their train time includes those checks. "
+                  "falls to the target (the dashed line of the checks plot); their train time includes those checks. "
                   "A fixed-length variant with checks was monitored: the same checks, no stop."),
         )],
         plots=made,
