@@ -193,6 +193,13 @@ def one_logit(model: torch.nn.Module) -> dict:
     return {"logits_to_keep": 1} if _takes_logits_to_keep(_innermost(model)) else {}
 
 
+def cache_parameter(model: torch.nn.Module) -> Optional[str]:
+    """The name under which the model's forward takes a key/value cache (newer transformers:
+    ``cache``, older: ``past_key_values``), or None when it takes none."""
+    params = _forward_parameters(type(_innermost(model)))
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
 def _innermost(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
     if hasattr(model, "get_base_model"):  # peft

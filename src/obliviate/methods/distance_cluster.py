@@ -72,7 +72,7 @@ from pydantic import Field, field_validator
 
 from obliviate import losses
 from obliviate.data.examples import Example
-from obliviate.data.formatting import IGNORE_INDEX
+from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate
 from obliviate.errors import UserError
 from obliviate.methods.base import (
     LossTerm,
@@ -81,8 +81,7 @@ from obliviate.methods.base import (
     Reference,
     forward,
     forward_answers,
-    _forward_parameters,
-    _innermost,
+    cache_parameter,
     one_logit,
     register,
 )
@@ -324,21 +323,6 @@ class DistanceClusterConfig(MethodConfig):
         return list(template_set(self.templates)) if isinstance(self.templates, str) else [t for t in self.templates if t.strip()]
 
 
-def _cache_parameter(model: torch.nn.Module) -> Optional[str]:
-    """The name under which the model's forward takes a key/value cache (newer transformers:
-    ``cache``, older: ``past_key_values``), or None."""
-    params = _forward_parameters(type(_innermost(model)))
-    return next((name for name in ("cache", "past_key_values") if name in params), None)
-
-
-def _takes_cache(model: torch.nn.Module) -> bool:
-    return _cache_parameter(model) is not None
-
-
-def _cache_argument(model: torch.nn.Module, cache) -> dict:
-    return {_cache_parameter(model): cache}
-
-
 def _returned_cache(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
@@ -354,8 +338,6 @@ def _prompt_length(encoded) -> int:
 
 def _answer_part(encoded, start: int):
     """The tokens of an encoded pair from ``start`` on, as an encoded pair of their own."""
-    from obliviate.data.formatting import Encoded
-
     return Encoded(input_ids=encoded.input_ids[start:], labels=encoded.labels[start:])
 
 
@@ -413,7 +395,8 @@ class DistanceCluster(Method):
         encoded = [encoder.encode(e) for e in examples]
         pooled: list[Optional[torch.Tensor]] = [None] * len(examples)
         alone = list(range(len(examples)))
-        if self.config.embed_shared_prompts and _takes_cache(reference.network):
+        cache_name = cache_parameter(reference.network)
+        if self.config.embed_shared_prompts and cache_name is not None:
             # Every flagged prompt is paired with each of its candidates: the prompt, most of each
             # pair's tokens, is run once and its cached keys and values serve all its candidates.
             groups: dict[tuple[int, ...], list[int]] = {}
@@ -424,7 +407,7 @@ class DistanceCluster(Method):
                 if len(members) < 2 or not prefix:
                     alone.extend(members)
                     continue
-                for row, index in zip(self._embed_after_prefix(reference, encoder, prefix, [encoded[i] for i in members], device), members):
+                for row, index in zip(self._embed_after_prefix(reference, encoder, prefix, [encoded[i] for i in members], device, cache_name), members):
                     pooled[index] = row
         # Batches of similar length: padding a short pair to a long one's width is work thrown away.
         alone.sort(key=lambda i: len(encoded[i].input_ids))
@@ -438,12 +421,13 @@ class DistanceCluster(Method):
                 pooled[index] = row
         return torch.stack(pooled)
 
-    def _embed_after_prefix(self, reference: Reference, encoder, prefix: tuple[int, ...], encoded, device) -> list[torch.Tensor]:
+    def _embed_after_prefix(
+        self, reference: Reference, encoder, prefix: tuple[int, ...], encoded, device, cache_name: str
+    ) -> list[torch.Tensor]:
         """Pooled answer representations of pairs that share the prompt tokens ``prefix``: one
-        cached pass over the prompt, then the answers in batches on top of copies of that cache."""
+        cached pass over the prompt, then the answers in batches on top of copies of that cache
+        (passed to the forward as ``cache_name``)."""
         import copy
-
-        from obliviate.data.formatting import collate
 
         ones = torch.ones((1, len(prefix)), dtype=torch.long, device=device)
         first = reference.forward(
@@ -461,7 +445,7 @@ class DistanceCluster(Method):
             mask = torch.cat([ones.expand(len(chunk), -1), answers["attention_mask"]], dim=1)
             out = reference.forward(
                 {"input_ids": answers["input_ids"], "attention_mask": mask},
-                output_hidden_states=True, use_cache=True, **_cache_argument(reference.network, cache),
+                output_hidden_states=True, use_cache=True, **{cache_name: cache},
                 **one_logit(reference.network),
             )
             rows.extend(response_mean_pool(out.hidden_states[self.config.hidden_layer], answers["labels"]))
