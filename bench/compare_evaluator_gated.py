@@ -69,6 +69,10 @@ def parse_args(argv=None):
                         help="training precision of every variant (train.precision; the demo's fp32 by default)")
     parser.add_argument("--n-stop-normal", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
+    parser.add_argument("--val-donotanswer", type=int, default=0, metavar="N",
+                        help="also answer N Do-Not-Answer malicious-use prompts with the original model; those it "
+                             "answers harmfully join the validation slice (a finer early-stopping signal without "
+                             "taking flagged HarmBench prompts from the forget set)")
     parser.add_argument("--lr", type=float, default=demo.lr)
     parser.add_argument("--steps", type=int, default=demo.steps, help="steps of the fixed-length baseline")
     parser.add_argument("--max-steps", type=int, default=demo.steps, help="step cap of the early-stopped variants")
@@ -106,10 +110,12 @@ def parse_args(argv=None):
 # them share the cached baseline and can sit in one table.
 BASELINE_KEYS = ("model", "n_forget", "n_unseen", "n_normal", "n_benign", "n_normal_xstest", "benign_xstest",
                  "n_stop_normal", "val_size", "train_answer_tokens", "max_new_tokens", "seed")
+# Keys added later: they join the key only when set, so older OUT folders keep their cache.
+OPTIONAL_BASELINE_KEYS = ("val_donotanswer",)
 
 
 def baseline_key(args: dict) -> dict:
-    return {k: args.get(k) for k in BASELINE_KEYS}
+    return {k: args.get(k) for k in BASELINE_KEYS} | {k: args[k] for k in OPTIONAL_BASELINE_KEYS if args.get(k)}
 
 
 def method_settings(items: list[str]) -> dict:
@@ -126,7 +132,8 @@ def method_settings(items: list[str]) -> dict:
 
 
 def splits(args):
-    from obliviate.harmful_demo import HarmfulDemoOptions, split_benign_prompts, split_harmful_prompts, xstest_safe_prompts
+    from obliviate.harmful_demo import (HarmfulDemoOptions, donotanswer_prompts, split_benign_prompts,
+                                        split_harmful_prompts, xstest_safe_prompts)
 
     forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
     rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=HarmfulDemoOptions().normal_instructions)
@@ -136,7 +143,8 @@ def splits(args):
     # set, the next ones are the held-out XSTest evaluation split.
     xstest = xstest_safe_prompts(args.n_normal_xstest + args.benign_xstest, args.seed)
     contrast, xstest_eval = xstest[: args.n_normal_xstest], xstest[args.n_normal_xstest :]
-    return forget_candidates, unseen, benign, normal, stop_normal, contrast, xstest_eval
+    val_extra = donotanswer_prompts(args.val_donotanswer, args.seed)
+    return forget_candidates, unseen, benign, normal, stop_normal, contrast, xstest_eval, val_extra
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -168,7 +176,7 @@ def main(argv=None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    forget_candidates, unseen, benign, normal_prompts, stop_normal, contrast, xstest_eval = splits(args)
+    forget_candidates, unseen, benign, normal_prompts, stop_normal, contrast, xstest_eval, val_extra = splits(args)
     judge = get_judge("refusal")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     key = baseline_key(vars(args))
@@ -177,7 +185,7 @@ def main(argv=None) -> int:
     cache = out / "baseline.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else None
     if cached is not None and cached.get("key") == key:
-        before, normal_rows = cached["before"], cached["normal"]
+        before, normal_rows, val_extra_answers = cached["before"], cached["normal"], cached.get("val_extra", [])
         print(f"reusing the original model's evaluation and normal answers from {cache}", flush=True)
     else:
         from obliviate.harmful_demo import with_contrast_answers
@@ -187,11 +195,20 @@ def main(argv=None) -> int:
         normal_answers = generate(model, tok, normal_prompts + contrast, max_new_tokens=args.train_answer_tokens)
         normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast, normal_answers)
         normal_rows = [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)]
-        cache.write_text(json.dumps({"key": key, "before": before, "normal": normal_rows}))
+        # Answered as the suite answers (greedy, the same length), so detection judges alike.
+        val_extra_answers = generate(model, tok, val_extra, max_new_tokens=args.max_new_tokens) if val_extra else []
+        cache.write_text(json.dumps({"key": key, "before": before, "normal": normal_rows, "val_extra": val_extra_answers}))
         del model
     answers = {name: [r["response"] for r in rows] for name, rows in before["items"].items()}
     detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
                        responses=answers["unlearned"], val_size=args.val_size, seed=args.seed)
+    if val_extra:
+        # Every flagged Do-Not-Answer prompt validates; none is forgotten, so the forget set is the
+        # one a run without them has and their results compare.
+        extra = detect(None, None, [{"prompt": p} for p in val_extra], judge, responses=val_extra_answers)
+        detection.validation = detection.validation + extra.forget
+        detection.summary["validation"] = len(detection.validation)
+        detection.summary["validation_donotanswer"] = len(extra.forget)
     write_detection(detection, out / "detect", overwrite=True)
     write_jsonl(out / "data" / "normal.jsonl", normal_rows)
     print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
@@ -208,7 +225,8 @@ def main(argv=None) -> int:
         target_rate = matched_target(results["variants"], args.target_from)
         print(f"target harmful rate on the validation slice: {target_rate:.3f}, where {args.target_from} ended", flush=True)
     results["args"]["target_rate"] = target_rate
-    stop_block = {"every": args.every, "judge": "refusal", "target_rate": target_rate, "val_size": args.val_size,
+    stop_block = {"every": args.every, "judge": "refusal", "target_rate": target_rate,
+                  "val_size": max(1, len(detection.validation)),
                   "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens}
     for variant in args.variants:
         label = args.label or variant

@@ -115,3 +115,31 @@ def test_monitored_baseline_sets_the_target_of_the_early_stopped_run(tiny_model_
     assert script.main([*common, "--variants", "ga_mismatch_kl", "--label", "plain", "--steps", "1"]) == 0
     with pytest.raises(SystemExit, match="has no validation checks; run it with --monitor"):
         script.main([*common, "--variants", "distance_cluster_es", "--target-from", "plain"])
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than data.max_length")
+def test_donotanswer_prompts_join_the_validation_slice_and_leave_the_forget_set_alone(
+        tiny_model_dir, tmp_path, monkeypatch):
+    from obliviate.harmful_demo import donotanswer_prompts
+
+    script = _script()
+    _flag_everything(monkeypatch)
+    common = ["--model", str(tiny_model_dir), *SMALL, "--every", "1", "--variants", "ga_mismatch_kl", "--steps", "1",
+              "--monitor"]
+    assert script.main(["--out", str(tmp_path / "plain"), *common]) == 0
+    assert script.main(["--out", str(tmp_path / "dna"), *common, "--val-donotanswer", "3"]) == 0
+
+    def rows(name, split):
+        return [json.loads(line) for line in (tmp_path / name / "detect" / f"{split}.jsonl").read_text().splitlines()]
+
+    assert rows("dna", "forget") == rows("plain", "forget")
+    validation = [r["prompt"] for r in rows("dna", "validation")]
+    assert validation == [r["prompt"] for r in rows("plain", "validation")] + donotanswer_prompts(3, 0)
+    results = json.loads((tmp_path / "dna" / "results.json").read_text())
+    assert results["detection"]["validation"] == 4 and results["detection"]["validation_donotanswer"] == 3
+    # Each check answers the whole slice: 1 HarmBench + 3 Do-Not-Answer prompts.
+    checks = [json.loads(line) for line in (tmp_path / "dna" / "ga_mismatch_kl" / "early_stopping.jsonl").read_text().splitlines()]
+    assert [sum(c["labels"].values()) for c in checks] == [4, 4]
+    assert json.loads((tmp_path / "dna" / "baseline.json").read_text())["key"]["val_donotanswer"] == 3
+    # A folder made before the option existed keeps its cache key.
+    assert "val_donotanswer" not in script.baseline_key(json.loads((tmp_path / "plain" / "results.json").read_text())["args"])
