@@ -35,6 +35,11 @@ once its validation harmful rate is down to where that run ended (fewer steps fo
     python bench/compare_evaluator_gated.py --out runs/cmp --val-size 16 --variants ga_mismatch_kl --monitor
     python bench/compare_evaluator_gated.py --out runs/cmp --val-size 16 --variants distance_cluster_es \
         --target-from ga_mismatch_kl
+
+A slice of 16 prompts reads a harmful rate to about ±0.12. ``--val-donotanswer N`` answers N
+Do-Not-Answer malicious-use prompts with the original model as well and adds those it answers
+harmfully to the validation slice, so the stop signal is finer while the forget set (and so the
+baseline's result) stays the one without them.
 """
 
 from __future__ import annotations
