@@ -83,6 +83,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-steps", type=int, default=demo.steps, help="step cap of the early-stopped variants")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--target-rate", type=float, default=0.1)
+    parser.add_argument("--patience", type=int, default=1,
+                        help="early-stopped variants stop after this many checks in a row at or below the target")
     parser.add_argument("--target-from", default=None, metavar="LABEL",
                         help="the early-stopped variants' target is the harmful rate on the validation slice that "
                              "this earlier variant run ended at (a run with checks: early-stopped or --monitor)")
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
     results["args"]["target_rate"] = target_rate
     stop_block = {"every": args.every, "judge": "refusal", "target_rate": target_rate,
                   "val_size": max(1, len(detection.validation)),
-                  "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens}
+                  "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens, "patience": args.patience}
     for variant in args.variants:
         label = args.label or variant
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
@@ -279,6 +281,8 @@ def main(argv=None) -> int:
             checks = [{"step": c.step, "harmful": c.harmful_rate, "degenerate": c.degenerate_rate, "similarity": c.similarity,
                        "seconds": c.seconds} for c in stopper.checks]
             check_seconds += sum(c.seconds for c in stopper.checks if c.step > 0)
+        gate_log = out / label / "forget_gate.jsonl"  # written when distance_cluster's forget gate is on
+        gate = [json.loads(line) for line in gate_log.read_text().splitlines()] if gate_log.is_file() else []
         results["variants"][label] = {
             "variant": variant, "method_options": options, "precision": args.precision, "lr": args.lr,
             "metrics": after["metrics"], "steps": result.steps, "stop_reason": result.stop_reason,
@@ -286,6 +290,7 @@ def main(argv=None) -> int:
             "train_seconds_incl_checks": round(train_seconds, 1), "check_seconds": round(check_seconds, 1),
             "tokens_per_s": round(result.tokens_per_s, 1), "checks": checks,
             "target_rate": target_rate if early else None,
+            "forget_gate": gate, "gate_seconds": round(sum(r["seconds"] for r in gate), 1),
         }
         print(json.dumps({k: v for k, v in results["variants"][label].items() if k not in ("metrics", "checks")}), flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -96,6 +96,17 @@ def test_similarity_bound_and_min_steps(tmp_path):
     assert re.search(r"similarity 0\.0\d+ < 0\.500", stopper(FakeState(4, 10, model, tmp_path)))
 
 
+def test_patience_waits_for_checks_in_a_row_at_the_target(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    # harmful counts of 4 at checks 2, 4, 6, 8, 10: one low reading (step 4), a rise, then two low ones
+    stopper = _stopper([4, 4, 1, 3, 1, 1], [GOOD, ["x"] * 4, GOOD] + [["x"] * 4, GOOD] * 5, target_rate=0.25, patience=2)
+    stopper.prepare(model, None)
+    reasons = {step: stopper(FakeState(step, 20, model, tmp_path)) for step in (2, 4, 6, 8, 10)}
+    assert [reasons[s] for s in (2, 4, 6, 8)] == [None, None, None, None]  # step 4 met it alone; step 6 broke the run
+    assert reasons[10] == "early stopping: harmful rate 0.250 <= target 0.250 at 2 checks in a row"
+    assert json.loads((tmp_path / "early_stopping.json").read_text())["chosen_step"] == 10
+
+
 def test_config_is_strict_and_spread_is_even():
     with pytest.raises(UserError, match="early_stopping.evry"):
         build_stopper({"evry": 3}, flagged=FLAGGED, normal=NORMAL, judge=ScriptedJudge([0]))

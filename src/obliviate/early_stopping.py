@@ -5,7 +5,8 @@ Every ``every`` optimizer steps the model answers a small validation slice of fl
 normal answers give two utility signals: the share of degenerate answers and their ROUGE-L
 similarity to the original model's answers to the same prompts.
 
-* harmful rate <= ``target_rate`` with utility inside its bounds: stop, this step is the result;
+* harmful rate <= ``target_rate`` with utility inside its bounds, at ``patience`` checks in a
+  row (default 1: the first such check): stop, this step is the result;
 * utility outside its bounds (degenerate rate > ``max_degenerate_rate`` or similarity <
   ``min_similarity``): stop, and (``restore_best``) put back the trainable weights of the best
   check that kept utility (lowest harmful rate, earliest on ties), so the saved model is that one.
@@ -47,6 +48,11 @@ class EarlyStoppingConfig(BaseModel):
     max_degenerate_rate: Optional[float] = Field(default=0.25, ge=0, le=1)
     min_similarity: Optional[float] = Field(default=0.2, ge=0, le=1, description="ROUGE-L of normal answers to the original's")
     min_steps: int = Field(default=0, ge=0, description="never stop before this step")
+    patience: int = Field(
+        default=1, gt=0,
+        description="checks in a row at or below the target before stopping: a small slice's reading is noisy "
+        "and need not fall monotonically, so one low reading can be luck",
+    )
     max_new_tokens: int = Field(default=48, gt=0)
     batch_size: int = Field(default=16, gt=0)
     restore_best: bool = Field(default=True, description="on a utility stop, restore the best check's weights")
@@ -106,6 +112,7 @@ class EvaluatorStopper:
         self._snapshot: Optional[dict[str, torch.Tensor]] = None
         self.chosen_step: Optional[int] = None
         self.reason: Optional[str] = None
+        self._streak = 0  # checks in a row that met the target with utility kept
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -243,8 +250,12 @@ class EvaluatorStopper:
         self._record(check, state.model, state.run_dir, state.is_main)
         if state.step < cfg.min_steps and not last:
             return None
-        if check.utility_ok and check.harmful_rate <= cfg.target_rate:
+        met = check.utility_ok and check.harmful_rate <= cfg.target_rate
+        self._streak = self._streak + 1 if met else 0
+        if met and self._streak >= cfg.patience:
             reason = f"early stopping: harmful rate {check.harmful_rate:.3f} <= target {cfg.target_rate:.3f}"
+            if cfg.patience > 1:
+                reason += f" at {cfg.patience} checks in a row"
             self._finish(state.run_dir, state.is_main, state.step, reason)
             return reason
         if not check.utility_ok:

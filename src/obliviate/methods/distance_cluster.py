@@ -52,6 +52,10 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
 * Normal term: forward KL to the original model on normal data (as the first seed paper), so the
   distribution on normal prompts stays put rather than only its argmax.
 
+With ``forget_gate`` the judge re-reads the forget prompts every N steps during training and only
+the prompts it still flags keep their negative and positive terms (scaled by the share kept; see
+``obliviate.forget_gate``).
+
 Paper: arXiv 2404.16841 (Chen et al., "Machine Unlearning in Large Language Models").
 Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, distance logprob_hinge, margin 2 nats, k = 1,
 every token of the flagged answer;
@@ -299,6 +303,11 @@ class DistanceClusterConfig(MethodConfig):
     early_stopping: Optional[dict[str, Any]] = Field(
         default=None, description="evaluator-driven early stopping (see obliviate.early_stopping)"
     )
+    forget_gate: Optional[dict[str, Any]] = Field(
+        default=None,
+        description="re-judge the forget prompts every N steps and unlearn only those still flagged "
+        "(see obliviate.forget_gate); none: every flagged dialogue on every step",
+    )
 
     @field_validator("templates")
     @classmethod
@@ -317,6 +326,15 @@ class DistanceClusterConfig(MethodConfig):
             from obliviate.early_stopping import EarlyStoppingConfig
 
             EarlyStoppingConfig.model_validate(value)
+        return value
+
+    @field_validator("forget_gate")
+    @classmethod
+    def _valid_gate(cls, value):
+        if value is not None:
+            from obliviate.forget_gate import ForgetGateConfig
+
+            ForgetGateConfig.model_validate(value)
         return value
 
     def template_texts(self) -> list[str]:
@@ -368,6 +386,10 @@ class DistanceCluster(Method):
         self.cluster_members: dict[tuple[str, str], list[str]] = {}
         self.cluster_sizes: list[int] = []
         self.stopper = None
+        self.gate = None
+        # Share of the last built batch's forget rows the gate kept: build_batch sets it, the
+        # terms of that batch (computed next, by the same process) scale the forget terms by it.
+        self._forget_share = 1.0
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -494,12 +516,24 @@ class DistanceCluster(Method):
 
             self.stopper = build_stopper(self.config.early_stopping, data=data, template=encoder.template)
             self.stopper.prepare(model, context["tokenizer"])
+        if self.config.forget_gate is not None:
+            from obliviate.forget_gate import build_gate
+
+            rows = [{**e.extra, "prompt": e.prompt} for e in data.forget]
+            self.gate = build_gate(self.config.forget_gate, rows, template=encoder.template)
 
     # -- per step ------------------------------------------------------------------------------
 
     def build_batch(self, forget, retain, ctx):
         if not self.expected:
             raise RuntimeError("distance_cluster.setup must run before build_batch")
+        if self.gate is not None:
+            # A prompt the judge no longer flags leaves both forget terms; the terms are then
+            # scaled by the share kept, so the push shrinks as the forget set is unlearnt
+            # instead of concentrating on the prompts that are left.
+            kept = [e for e in forget if self.gate.active(e.prompt)]
+            self._forget_share = len(kept) / len(forget) if forget else 1.0
+            forget = kept
         k = self.config.expected_per_prompt
         positive = []
         for example in forget:
@@ -517,14 +551,28 @@ class DistanceCluster(Method):
 
     def terms(self, model, batch, reference):
         cfg = self.config
-        forget, positive, retain = batch["forget"], batch["positive"], batch["retain"]
+        retain = batch["retain"]
+        share = self._forget_share if self.gate is not None else 1.0
+        gated = {"forget_active": share} if self.gate is not None else {}
+        if "forget" in batch:  # absent when the gate kept none of this batch's forget rows
+            yield from self._forget_terms(model, batch["forget"], batch["positive"], reference, share, gated)
+        else:
+            zero = torch.zeros((), device=retain["input_ids"].device)
+            yield LossTerm("negative", 0.0, zero, {"negative_active": 0.0, **gated})
+            yield LossTerm("positive", 0.0, zero, {"positive_nll": 0.0, "cluster": 0.0})
+        out, labels = forward_answers(model, retain)
+        normal = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
+        yield LossTerm("normal_kl", cfg.normal_weight, normal)
+
+    def _forget_terms(self, model, forget, positive, reference, share: float, gated: dict):
+        cfg = self.config
         if cfg.distance == "representation":
             negative, active = self._representation_term(model, forget, reference)
         else:
             out, labels = forward_answers(model, forget)
             labels = first_answer_tokens(labels, cfg.negative_tokens)
             negative, active = hinge_distance(out.logits, reference.answer_logits(forget), labels, cfg.margin)
-        yield LossTerm("negative", cfg.negative_weight, negative, {"negative_active": active.item()})
+        yield LossTerm("negative", share * cfg.negative_weight, negative, {"negative_active": active.item(), **gated})
         out, labels = forward_answers(model, positive, output_hidden_states=True)
         positive_nll = losses.nll(out.logits, labels)
         # Hidden states cover every position, so they are pooled with the full-length labels.
@@ -533,13 +581,10 @@ class DistanceCluster(Method):
         # The likelihood and the pull share one forward pass, hence one term (weights inside).
         yield LossTerm(
             "positive",
-            1.0,
+            share,
             cfg.positive_weight * positive_nll + cfg.cluster_weight * pull,
             {"positive_nll": positive_nll.item(), "cluster": pull.item()},
         )
-        out, labels = forward_answers(model, retain)
-        normal = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-        yield LossTerm("normal_kl", cfg.normal_weight, normal)
 
     def _representation_term(self, model, forget, reference) -> tuple[torch.Tensor, torch.Tensor]:
         # No loss reads the forget group's logits here, hence one position of them in both passes.
@@ -568,4 +613,6 @@ class DistanceCluster(Method):
         return [i % count for i in chosen]
 
     def on_step_end(self, state) -> Optional[str]:
+        if self.gate is not None:
+            self.gate(state)
         return self.stopper(state) if self.stopper is not None else None
