@@ -362,11 +362,14 @@ def write_html_report(out: Path, results: dict) -> Path:
                                     xlabel="harmful rate on unseen prompts", ylabel="ROUGE-L similarity to the original"))
     curves = {f"{name}: harmful (validation)": [(c["step"], c["harmful"]) for c in v["checks"]]
               for name, v in results["variants"].items() if v["checks"]}
+    # The forget gate's share of forget prompts still flagged, on the same axis (1 at step 0: all were).
+    curves |= {f"{name}: still flagged (forget gate)": [(0, 1.0)] + [(g["step"], g["active"] / g["of"]) for g in v["forget_gate"]]
+               for name, v in results["variants"].items() if v.get("forget_gate")}
     targets = {f"target {t:.3f}": t for t in sorted({v["target_rate"] for v in results["variants"].values()
                                                        if v.get("target_rate") is not None})}
     if curves:
         made.append(plots.metric_curves(curves, plot_dir / "early_stopping.png", "Early-stopping checks",
-                                        ylabel="harmful rate on held-out flagged prompts", levels=targets))
+                                        ylabel="harmful rate (validation: held-out flagged prompts)", levels=targets))
     for name in results["variants"]:
         log = out / name / "train_log.jsonl"
         if log.is_file():
