@@ -319,22 +319,15 @@ class DistanceClusterConfig(MethodConfig):
             raise ValueError("templates must hold at least one non-empty text")
         return value
 
-    @field_validator("early_stopping")
+    @field_validator("early_stopping", "forget_gate")
     @classmethod
-    def _valid_stopping(cls, value):
+    def _valid_block(cls, value, info):
+        # The blocks stay plain dicts; checked here, a typo fails when the config loads, not at setup.
         if value is not None:
             from obliviate.early_stopping import EarlyStoppingConfig
-
-            EarlyStoppingConfig.model_validate(value)
-        return value
-
-    @field_validator("forget_gate")
-    @classmethod
-    def _valid_gate(cls, value):
-        if value is not None:
             from obliviate.forget_gate import ForgetGateConfig
 
-            ForgetGateConfig.model_validate(value)
+            {"early_stopping": EarlyStoppingConfig, "forget_gate": ForgetGateConfig}[info.field_name].model_validate(value)
         return value
 
     def template_texts(self) -> list[str]:
