@@ -14,6 +14,8 @@ builds a batch; the gate is run from the method's ``on_step_end`` (``gate(state)
 
 Under several processes every process generates the same greedy answers and so keeps the same
 gate; that is redundant work, accepted because the gate is small next to training.
+The gate is not saved with checkpoints: a resumed run treats every prompt as flagged until its
+next check.
 """
 
 from __future__ import annotations
