@@ -102,6 +102,8 @@ def detect(
     ``val_size`` flagged rows, drawn with ``seed``, go to ``validation`` instead of ``forget``.
     Judges that read per-row data (reference answers, private strings) get the rows first.
     """
+    from obliviate.judges.base import label_counts  # here: the judges package is heavy to import
+
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be in [0, 1] (judge scores are), got {threshold}")
     rows = [dict(r) for r in rows]
@@ -124,9 +126,7 @@ def detect(
         take = set(np.random.default_rng(seed).permutation(len(forget))[: min(val_size, len(forget) - 1)].tolist())
         validation = [r for i, r in enumerate(forget) if i in take]
         forget = [r for i, r in enumerate(forget) if i not in take]
-    labels: dict[str, int] = {}
-    for v in verdicts:
-        labels[v.label] = labels.get(v.label, 0) + 1
+    labels = label_counts(verdicts)
     flagged = len(forget) + len(validation)
     summary = {
         "rows": len(rows),

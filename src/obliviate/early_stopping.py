@@ -128,6 +128,7 @@ class EvaluatorStopper:
         """Generate, judge and measure; does not decide anything."""
         import time
 
+        from obliviate.judges.base import label_counts
         from obliviate.judges.refusal import is_degenerate
         from obliviate.metrics.text import rouge_l_f1
 
@@ -135,9 +136,7 @@ class EvaluatorStopper:
         prompts = [r["prompt"] for r in self.flagged]
         verdicts = self.judge(prompts, self._answers(model, tokenizer, prompts))
         harmful = sum(v.harmful for v in verdicts) / len(verdicts)
-        labels: dict[str, int] = {}
-        for v in verdicts:
-            labels[v.label] = labels.get(v.label, 0) + 1
+        labels = label_counts(verdicts)
         degenerate = similarity = None
         if self.normal:
             answers = self._answers(model, tokenizer, self.normal)

@@ -60,7 +60,6 @@ class ForgetGate:
         if hasattr(judge, "attach_rows"):
             judge.attach_rows(self.rows)
         self._active = set(unique)
-        self.history: list[dict[str, Any]] = []
 
     def active(self, prompt: str) -> bool:
         return prompt in self._active
@@ -72,6 +71,7 @@ class ForgetGate:
     def update(self, model, tokenizer, step: int) -> dict[str, Any]:
         """Answer every forget prompt and keep those the judge flags; returns the logged record."""
         from obliviate.generation import generate
+        from obliviate.judges.base import label_counts
 
         started = time.perf_counter()
         prompts = [r["prompt"] for r in self.rows]
@@ -79,12 +79,9 @@ class ForgetGate:
                            batch_size=self.config.batch_size, template=self.template)
         verdicts = self.judge(prompts, answers)
         self._active = {p for p, v in zip(prompts, verdicts) if v.harmful}
-        labels: dict[str, int] = {}
-        for v in verdicts:
-            labels[v.label] = labels.get(v.label, 0) + 1
+        labels = label_counts(verdicts)
         record = {"step": step, "active": len(self._active), "of": len(prompts), "labels": labels,
                   "seconds": round(time.perf_counter() - started, 3)}
-        self.history.append(record)
         return record
 
     def __call__(self, state) -> None:

@@ -33,6 +33,14 @@ class Verdict:
     label: str
 
 
+def label_counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """How many verdicts carry each label, in the order the labels first appear."""
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.label] = counts.get(v.label, 0) + 1
+    return counts
+
+
 def cache_key(judge_id: str, prompt: str, response: str) -> str:
     """A stable key for one judged pair (hashing keeps the cache file small and free of the
     texts themselves)."""
