@@ -18,9 +18,9 @@ import obliviate  # noqa: F401  (first: its allocator settings must precede torc
 import torch
 
 from obliviate.data.formatting import prompt_text
-from obliviate.generation import generate, stop_token_ids
-from obliviate.hardware import cpu_name, measure_matmul_gflops
-from obliviate.models import load_model_and_tokenizer
+from obliviate.models.generation import generate, stop_token_ids
+from obliviate.models.hardware import cpu_name, measure_matmul_gflops
+from obliviate.models.loading import load_model_and_tokenizer
 
 TOPICS = [
     "the water cycle", "how vaccines work", "the French revolution", "black holes", "compound interest",
@@ -92,7 +92,7 @@ def main() -> None:
         start = time.perf_counter()
         answers = generate(model, tokenizer, prompts, max_new_tokens=args.new_tokens, batch_size=batch_size)
         seconds = time.perf_counter() - start
-        rows.append((f"obliviate.generation.generate", batch_size, seconds, answer_tokens(tokenizer, answers), len(prompts)))
+        rows.append(("obliviate.models.generation.generate", batch_size, seconds, answer_tokens(tokenizer, answers), len(prompts)))
         matches[batch_size] = sum(a == b for a, b in zip(answers, reference))
 
     print(f"CPU: {cpu_name()}, torch threads {args.threads}, fp32 matmul peak {gflops:.0f} GFLOP/s, "

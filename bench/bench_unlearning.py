@@ -1,6 +1,6 @@
 """Throughput and peak memory of one unlearning step (``ga_mismatch_kl``) on the default model.
 
-Each mode runs in its own subprocess through the real training loop (``obliviate.train.run_training``),
+Each mode runs in its own subprocess through the real training loop (``obliviate.train.loop.run_training``),
 so each gets its own peak RSS:
 
 * ``lora`` — LoRA adapters (the config defaults: r 8 on every linear layer); the reference model is
@@ -127,7 +127,7 @@ def _rss_mb() -> float:
 def _step_token_split(method, data, steps: int, batch_size: int, seed: int, tokenizer, config) -> list[dict[str, int]]:
     """Per step: non-padding and padded (computed) tokens of each group, rebuilt exactly as the
     loop builds them (the batches depend only on seed and step)."""
-    from obliviate.train import Encoder, _micro_batch
+    from obliviate.train.loop import Encoder, _micro_batch
 
     encoder = Encoder(tokenizer, config.data.max_length, config.data.template)
     accum = config.train.grad_accum
@@ -153,10 +153,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     from obliviate.config import load_config
-    from obliviate.hardware import choose_precision, measure_matmul_gflops
+    from obliviate.models.hardware import choose_precision, measure_matmul_gflops
     from obliviate.methods import build_method
-    from obliviate.models import load_model_and_tokenizer
-    from obliviate.train import TrainData, run_training
+    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.train.loop import TrainData, run_training
 
     load_start = os.getloadavg()
 
@@ -361,7 +361,7 @@ def main() -> None:
         Path(args.worker_out).write_text(json.dumps(result))
         return
 
-    from obliviate.hardware import choose_precision, cpu_name
+    from obliviate.models.hardware import choose_precision, cpu_name
 
     modes = ["lora", "full"] if args.mode == "both" else [args.mode]
     load = os.getloadavg()

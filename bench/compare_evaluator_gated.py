@@ -3,9 +3,9 @@
 Both methods unlearn the same detected forget set on the default model (or --model):
 
 1. HarmBench prompts are split into forget candidates and held-out "unseen" prompts; the built-in
-   benign prompts into a normal-training set, a held-out benign set and a few prompts for the
+   benign prompts into a retain-training set, a held-out benign set and a few prompts for the
    early-stopping utility check (all disjoint);
-2. the original model answers; ``obliviate.detect`` flags the compliant answers to forget
+2. the original model answers; ``obliviate.gating.detect`` flags the compliant answers to forget
    candidates with the refusal judge (a few flagged rows are held out to drive early stopping);
 3. each variant starts from a fresh copy of the original model (LoRA r 8) and trains;
 4. the harmful suite runs on every variant: harmful rate on unseen prompts, over-refusal and
@@ -54,7 +54,7 @@ VARIANTS = ("ga_mismatch_kl", "ga_mismatch_kl_es", "distance_cluster_es")
 
 
 def parse_args(argv=None):
-    from obliviate.harmful_demo import PRECISIONS, HarmfulDemoOptions
+    from obliviate.scenarios.harmful import PRECISIONS, HarmfulDemoOptions
 
     demo = HarmfulDemoOptions()  # the harmful demo's data sizes and training settings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,16 +63,16 @@ def parse_args(argv=None):
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--n-forget", type=int, default=demo.n_forget)
     parser.add_argument("--n-unseen", type=int, default=demo.n_unseen)
-    parser.add_argument("--n-normal", type=int, default=demo.n_normal)
+    parser.add_argument("--n-retain", type=int, default=demo.n_retain)
     parser.add_argument("--n-benign", type=int, default=demo.n_benign_eval)
-    parser.add_argument("--n-normal-xstest", type=int, default=demo.n_normal_xstest,
-                        help="XSTest safe prompts added to the normal set (those the original answers)")
+    parser.add_argument("--n-retain-xstest", type=int, default=demo.n_retain_xstest,
+                        help="XSTest safe prompts added to the retain set (those the original answers)")
     parser.add_argument("--benign-xstest", type=int, default=0,
                         help="also evaluate on N of XSTest's 250 safe prompts (a second, larger benign split; "
-                             "disjoint from the --n-normal-xstest training prompts)")
+                             "disjoint from the --n-retain-xstest training prompts)")
     parser.add_argument("--precision", choices=PRECISIONS, default=demo.precision,
                         help="training precision of every variant (train.precision; the demo's fp32 by default)")
-    parser.add_argument("--n-stop-normal", type=int, default=8)
+    parser.add_argument("--n-stop-retain", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
     parser.add_argument("--val-donotanswer", type=int, default=0, metavar="N",
                         help="also answer N Do-Not-Answer malicious-use prompts with the original model; those it "
@@ -93,8 +93,8 @@ def parse_args(argv=None):
                              "stopping: their curve sits beside the early-stopped ones'")
     parser.add_argument("--retain-batch-size", type=int, default=demo.retain_batch_size)
     # Pinned to the settings the BENCHMARKS.md comparison ran with (the demo's before exp24).
-    parser.add_argument("--normal-weight", type=float, default=6.0,
-                        help="weight of the KL on normal data, the same for both methods")
+    parser.add_argument("--retain-weight", type=float, default=6.0,
+                        help="weight of the KL on retain data, the same for both methods")
     parser.add_argument("--num-random-answers", type=int, default=2)
     parser.add_argument("--train-answer-tokens", type=int, default=demo.train_answer_tokens)
     parser.add_argument("--max-new-tokens", type=int, default=demo.max_new_tokens)
@@ -115,8 +115,8 @@ def parse_args(argv=None):
 
 # The settings that fix the data and the original model's answers: runs into one OUT that agree on
 # them share the cached baseline and can sit in one table.
-BASELINE_KEYS = ("model", "n_forget", "n_unseen", "n_normal", "n_benign", "n_normal_xstest", "benign_xstest",
-                 "n_stop_normal", "val_size", "train_answer_tokens", "max_new_tokens", "seed")
+BASELINE_KEYS = ("model", "n_forget", "n_unseen", "n_retain", "n_benign", "n_retain_xstest", "benign_xstest",
+                 "n_stop_retain", "val_size", "train_answer_tokens", "max_new_tokens", "seed")
 # Keys added later: they join the key only when set, so older OUT folders keep their cache.
 OPTIONAL_BASELINE_KEYS = ("val_donotanswer",)
 
@@ -139,19 +139,19 @@ def method_settings(items: list[str]) -> dict:
 
 
 def splits(args):
-    from obliviate.harmful_demo import (HarmfulDemoOptions, donotanswer_prompts, split_benign_prompts,
+    from obliviate.scenarios.harmful import (HarmfulDemoOptions, donotanswer_prompts, split_benign_prompts,
                                         split_harmful_prompts, xstest_safe_prompts)
 
     forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
-    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=HarmfulDemoOptions().normal_instructions)
-    normal = rest[: args.n_normal]
-    stop_normal = rest[args.n_normal : args.n_normal + args.n_stop_normal]
-    # One seeded order of XSTest's safe prompts: the first ones may join the normal (training)
+    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=HarmfulDemoOptions().retain_instructions)
+    retain = rest[: args.n_retain]
+    stop_retain = rest[args.n_retain : args.n_retain + args.n_stop_retain]
+    # One seeded order of XSTest's safe prompts: the first ones may join the retain (training)
     # set, the next ones are the held-out XSTest evaluation split.
-    xstest = xstest_safe_prompts(args.n_normal_xstest + args.benign_xstest, args.seed)
-    contrast, xstest_eval = xstest[: args.n_normal_xstest], xstest[args.n_normal_xstest :]
+    xstest = xstest_safe_prompts(args.n_retain_xstest + args.benign_xstest, args.seed)
+    contrast, xstest_eval = xstest[: args.n_retain_xstest], xstest[args.n_retain_xstest :]
     val_extra = donotanswer_prompts(args.val_donotanswer, args.seed)
-    return forget_candidates, unseen, benign, normal, stop_normal, contrast, xstest_eval, val_extra
+    return forget_candidates, unseen, benign, retain, stop_retain, contrast, xstest_eval, val_extra
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -163,14 +163,14 @@ def write_jsonl(path: Path, rows) -> Path:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from obliviate.config import load_config
-    from obliviate.detect import detect, write_detection
-    from obliviate.early_stopping import build_stopper
-    from obliviate.generation import generate
-    from obliviate.hardware import choose_precision
+    from obliviate.gating.detect import detect, write_detection
+    from obliviate.gating.early_stopping import build_stopper
+    from obliviate.models.generation import generate
+    from obliviate.models.hardware import choose_precision
     from obliviate.judges import get_judge
-    from obliviate.models import load_model_and_tokenizer
-    from obliviate.suites.harmful import GenerationSettings, HarmfulSplits, evaluate_harmful
-    from obliviate.train import run_training
+    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.eval.harmful import GenerationSettings, HarmfulSplits, evaluate_harmful
+    from obliviate.train.loop import run_training
 
     out = args.out
     if args.report_only:
@@ -183,28 +183,28 @@ def main(argv=None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    forget_candidates, unseen, benign, normal_prompts, stop_normal, contrast, xstest_eval, val_extra = splits(args)
+    forget_candidates, unseen, benign, retain_prompts, stop_retain, contrast, xstest_eval, val_extra = splits(args)
     judge = get_judge("refusal")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     key = baseline_key(vars(args))
-    # XSTest's safe prompts are evaluated as the suite's "normal" split (reported as "XSTest safe").
-    eval_splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign, normal=xstest_eval)
+    # XSTest's safe prompts are evaluated as the suite's "retain" split (reported as "XSTest safe").
+    eval_splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign, retain=xstest_eval)
     cache = out / "baseline.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else None
     if cached is not None and cached.get("key") == key:
-        before, normal_rows, val_extra_answers = cached["before"], cached["normal"], cached.get("val_extra", [])
-        print(f"reusing the original model's evaluation and normal answers from {cache}", flush=True)
+        before, retain_rows, val_extra_answers = cached["before"], cached["retain"], cached.get("val_extra", [])
+        print(f"reusing the original model's evaluation and retain answers from {cache}", flush=True)
     else:
-        from obliviate.harmful_demo import with_contrast_answers
+        from obliviate.scenarios.harmful import with_contrast_answers
 
         model, tok = load_model_and_tokenizer(args.model)
         before = evaluate_harmful(model, tok, eval_splits, judge, settings=settings)
-        normal_answers = generate(model, tok, normal_prompts + contrast, max_new_tokens=args.train_answer_tokens)
-        normal_prompts, normal_answers = with_contrast_answers(normal_prompts, contrast, normal_answers)
-        normal_rows = [{"prompt": p, "response": a} for p, a in zip(normal_prompts, normal_answers)]
+        retain_answers = generate(model, tok, retain_prompts + contrast, max_new_tokens=args.train_answer_tokens)
+        retain_prompts, retain_answers = with_contrast_answers(retain_prompts, contrast, retain_answers)
+        retain_rows = [{"prompt": p, "response": a} for p, a in zip(retain_prompts, retain_answers)]
         # Answered as the suite answers (greedy, the same length), so detection judges alike.
         val_extra_answers = generate(model, tok, val_extra, max_new_tokens=args.max_new_tokens) if val_extra else []
-        cache.write_text(json.dumps({"key": key, "before": before, "normal": normal_rows, "val_extra": val_extra_answers}))
+        cache.write_text(json.dumps({"key": key, "before": before, "retain": retain_rows, "val_extra": val_extra_answers}))
         del model
     answers = {name: [r["response"] for r in rows] for name, rows in before["items"].items()}
     detection = detect(None, None, [{"prompt": p} for p in forget_candidates], judge,
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
         detection.summary["validation"] = len(detection.validation)
         detection.summary["validation_donotanswer"] = len(extra.forget)
     write_detection(detection, out / "detect", overwrite=True)
-    write_jsonl(out / "data" / "normal.jsonl", normal_rows)
+    write_jsonl(out / "data" / "retain.jsonl", retain_rows)
     print(f"detected {detection.summary['flagged']} of {len(forget_candidates)} (forget {len(detection.forget)}, "
           f"validation {len(detection.validation)}); baseline {time.perf_counter() - started:.0f} s", flush=True)
     results = {"before": before["metrics"], "detection": detection.summary, "variants": {}, "args": vars(args) | {"out": str(out)}}
@@ -234,22 +234,22 @@ def main(argv=None) -> int:
     results["args"]["target_rate"] = target_rate
     stop_block = {"every": args.every, "judge": "refusal", "target_rate": target_rate,
                   "val_size": max(1, len(detection.validation)),
-                  "normal_size": len(stop_normal), "max_new_tokens": args.max_new_tokens, "patience": args.patience}
+                  "retain_size": len(stop_retain), "max_new_tokens": args.max_new_tokens, "patience": args.patience}
     for variant in args.variants:
         label = args.label or variant
         method = "distance_cluster" if variant.startswith("distance_cluster") else "ga_mismatch_kl"
         if method == "ga_mismatch_kl":
-            options = {"num_random_answers": args.num_random_answers, "retain_weight": args.normal_weight,
+            options = {"num_random_answers": args.num_random_answers, "retain_weight": args.retain_weight,
                        **method_settings(args.ga_set)}
         else:
-            options = {"normal_weight": args.normal_weight, **method_settings(args.dc_set)}
+            options = {"retain_weight": args.retain_weight, **method_settings(args.dc_set)}
         early = variant.endswith("_es")
         steps = args.max_steps if early else args.steps
         config = load_config(None, data={
             "run": {"name": label},
             "model": {"name": args.model or "smollm2-135m-instruct"},
             "data": {"forget": {"path": str(out / "detect" / "forget.jsonl")},
-                     "retain": {"path": str(out / "data" / "normal.jsonl")},
+                     "retain": {"path": str(out / "data" / "retain.jsonl")},
                      "random_answers": {"path": "builtin:refusal_answers"}, "max_length": 160},
             "method": {"name": method, **options},
             "train": {"lr": args.lr, "max_steps": steps, "batch_size": 2, "seed": args.seed, "save_every": 0,
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         checked = early or args.monitor
         if checked:
             block = stop_block if early else stop_block | {"restore_best": False}
-            stopper = build_stopper(block, flagged=detection.validation, normal=stop_normal, judge=judge)
+            stopper = build_stopper(block, flagged=detection.validation, retain=stop_retain, judge=judge)
             t = time.perf_counter()
             stopper.prepare(fresh, fresh_tok, keep_weights=False)  # LoRA is attached later: step 0 = adapters off
             check_seconds += time.perf_counter() - t
@@ -336,8 +336,8 @@ def write_html_report(out: Path, results: dict) -> Path:
             "degenerate (benign)": m["benign"]["degenerate_rate"],
             "degenerate (unseen)": m["unseen"]["degenerate_rate"],
             "similarity to original (benign)": m["benign"].get("similarity_to_original", 1.0),
-            **({"XSTest over-refusal": m["normal"]["refusal_rate"], "XSTest degenerate": m["normal"]["degenerate_rate"],
-                "XSTest similarity": m["normal"].get("similarity_to_original", 1.0)} if "normal" in m else {}),
+            **({"XSTest over-refusal": m["retain"]["refusal_rate"], "XSTest degenerate": m["retain"]["degenerate_rate"],
+                "XSTest similarity": m["retain"].get("similarity_to_original", 1.0)} if "retain" in m else {}),
             "steps": results["variants"].get(name, {}).get("steps", 0),
             "stopped at / reason": (f"{v['chosen_step']} ({v['stop_reason']})" if (v := results["variants"].get(name)) else "-"),
             "train s (of it checks)": (f"{v['train_seconds_incl_checks']} ({v['check_seconds']})" if v else "-"),
@@ -411,13 +411,13 @@ def render(results) -> str:
     def fmt(x):
         return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
 
-    xstest = "normal" in b
+    xstest = "retain" in b
 
     def xs(m, similarity):
         if not xstest:
             return ""
-        return (f" {fmt(m['normal']['refusal_rate'])} | {fmt(m['normal']['degenerate_rate'])} | "
-                f"{fmt(similarity if similarity is not None else m['normal'].get('similarity_to_original'))} |")
+        return (f" {fmt(m['retain']['refusal_rate'])} | {fmt(m['retain']['degenerate_rate'])} | "
+                f"{fmt(similarity if similarity is not None else m['retain'].get('similarity_to_original'))} |")
 
     lines = [
         "| variant | unseen harmful | unlearned harmful | benign over-refusal | benign degenerate | unseen degenerate "

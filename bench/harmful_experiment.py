@@ -1,6 +1,6 @@
 """Run the harmful demo with chosen settings and print the headline figures (for tuning).
 
-    python bench/harmful_experiment.py --out runs/exp1 lr=1e-4 steps=40 answer_pool=refusals
+    python bench/harmful_experiment.py --out runs/exp1 lr=1e-4 steps=40 random_answers=refusals
 """
 
 import argparse
@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from obliviate.harmful_demo import HarmfulDemoOptions, run_harmful_demo
+from obliviate.scenarios.harmful import HarmfulDemoOptions, run_harmful_demo
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", required=True)

@@ -39,7 +39,7 @@ def memorised_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """The tiny model after fine-tuning on the forget and retain rows until it knows them, the
     state unlearning starts from in practice (a random model has nothing to forget)."""
     from obliviate.config import load_config
-    from obliviate.train import run_training
+    from obliviate.train.loop import run_training
 
     folder = tmp_path_factory.mktemp("memorised")
     write_jsonl(folder / "all.jsonl", FORGET + RETAIN)

@@ -1,4 +1,4 @@
-"""Builders of the seed papers' forget / normal / random-answer sets, with exact expected outputs."""
+"""Builders of the seed papers' forget / retain / random-answer sets, with exact expected outputs."""
 
 from __future__ import annotations
 
@@ -110,8 +110,8 @@ def test_split_prompts_rejects_bad_fractions():
 def test_real_truthfulqa_csv():
     with TRUTHFULQA_CSV.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    normal = truthfulqa_normal(rows)
+    retain = truthfulqa_normal(rows)
     pool = truthfulqa_answer_pool(rows)
-    assert len(rows) == 817 and len(normal) == 817
+    assert len(rows) == 817 and len(retain) == 817
     assert len(pool) > 3 * 817 and len(set(pool)) == len(pool)
     assert all(a == a.strip() and a and ";" not in a for a in pool)

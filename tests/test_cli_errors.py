@@ -10,7 +10,7 @@ from tests.conftest import FORGET, write_jsonl
 
 
 def run_cli(monkeypatch, capsys, *args):
-    from obliviate import cli
+    from obliviate.cli import main as cli
 
     monkeypatch.setattr(sys, "argv", ["obliviate", *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:
@@ -133,7 +133,7 @@ def test_successful_run_and_config_show(config_file, tmp_path, monkeypatch, caps
 
 
 def test_demo_trains_in_fp32_unless_asked_and_refuses_a_bad_precision_before_any_work(monkeypatch, capsys, tmp_path):
-    from obliviate.harmful_demo import HarmfulDemoOptions
+    from obliviate.scenarios.harmful import HarmfulDemoOptions
 
     assert HarmfulDemoOptions().precision == "fp32"  # its figures were tuned in fp32
     out = tmp_path / "demo"

@@ -16,8 +16,8 @@ def _script():
     return module
 
 
-SMALL = ["--n-forget", "6", "--n-unseen", "2", "--n-normal", "3", "--n-benign", "2", "--n-normal-xstest", "0",
-         "--n-stop-normal", "2", "--val-size", "1", "--max-new-tokens", "6", "--train-answer-tokens", "6",
+SMALL = ["--n-forget", "6", "--n-unseen", "2", "--n-retain", "3", "--n-benign", "2", "--n-retain-xstest", "0",
+         "--n-stop-retain", "2", "--val-size", "1", "--max-new-tokens", "6", "--train-answer-tokens", "6",
          "--precision", "fp32"]
 
 
@@ -120,7 +120,7 @@ def test_monitored_baseline_sets_the_target_of_the_early_stopped_run(tiny_model_
 @pytest.mark.filterwarnings("ignore:.*longer than data.max_length")
 def test_donotanswer_prompts_join_the_validation_slice_and_leave_the_forget_set_alone(
         tiny_model_dir, tmp_path, monkeypatch):
-    from obliviate.harmful_demo import donotanswer_prompts
+    from obliviate.scenarios.harmful import donotanswer_prompts
 
     script = _script()
     _flag_everything(monkeypatch)

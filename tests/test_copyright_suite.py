@@ -12,7 +12,7 @@ import yaml
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
-from obliviate.suites import copyright as suite
+from obliviate.eval import copyright as suite
 from obliviate.testing import tiny_model, tiny_tokenizer
 
 
@@ -46,7 +46,7 @@ def test_scripted_case_gives_hand_computed_figures(monkeypatch):
         RETAIN[0].prompt: RETAIN[0].response,
     }
     monkeypatch.setattr(suite, "generate_continuations", lambda m, t, prompts, **kw: [scripted[p] for p in prompts])
-    monkeypatch.setattr("obliviate.generation.generate",
+    monkeypatch.setattr("obliviate.models.generation.generate",
                         lambda m, t, prompts, **kw: ["Boil it for six minutes.", "!!!! ???? $$$$ %%%% ^^^^"])
     result = suite.evaluate_copyright(
         model, tok, {"forget": FORGET, "retain": RETAIN}, general_texts=["Some general text, not from a book."],
@@ -90,7 +90,7 @@ def test_cosine_from_the_embedder(monkeypatch):
     assert "benign" not in result["metrics"]
     # Everyday answers: on topic when the cosine reaches the threshold (0.25) and the answer is not
     # degenerate, so one fluent answer and one symbol run give 1/2.
-    monkeypatch.setattr("obliviate.generation.generate",
+    monkeypatch.setattr("obliviate.models.generation.generate",
                         lambda m, t, prompts, **kw: ["Boil it for six minutes.", "!!!! ???? $$$$ %%%% ^^^^"])
     result = suite.evaluate_copyright(
         UniformLM(len(tok)), tok, {"forget": FORGET}, general_texts=["text"], bleu_threshold=0.5,
@@ -125,7 +125,7 @@ def test_raw_continuations_do_not_depend_on_batching():
 
 def test_one_pass_scores_match_the_metrics_module(memorised_model_dir):
     from obliviate.metrics.memorisation import exact_memorisation, extraction_strength
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models.loading import load_model_and_tokenizer
 
     from conftest import FORGET as ROWS
 
@@ -137,7 +137,7 @@ def test_one_pass_scores_match_the_metrics_module(memorised_model_dir):
     assert [f.exact_memorisation for f in forced] == pytest.approx(em.per_item)
     assert [f.extraction_strength for f in forced] == pytest.approx(es.per_item)
     assert max(em.per_item) > 0.5  # the fixture memorised its rows: a non-trivial comparison
-    from obliviate.generation import score_loglik
+    from obliviate.models.generation import score_loglik
 
     logliks = score_loglik(model, tok, prompts, answers, template="auto")
     assert [f.nll for f in forced] == pytest.approx([-ll.mean for ll in logliks], rel=1e-4)
@@ -166,13 +166,13 @@ unlearn:
   method: {{name: ga_mismatch_kl, num_random_answers: 1}}
   train: {{lr: 5.0e-2, max_steps: 8, batch_size: 2, seed: 0}}
 eval: {{max_new_tokens: 8, benign_prompts: 2, embedder: false, original: true}}
-everyday_normal: 3
+everyday_retain: 3
 model: {model}
 """
 
 
 def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_dir):
-    from obliviate.copyright_demo import run_copyright_demo
+    from obliviate.scenarios.copyright import run_copyright_demo
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(TINY_RECIPE.format(model=tiny_model_dir))
@@ -191,10 +191,10 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
         "retain_perplexity_rise <= 0.2", "general_perplexity_rise <= 0.1",
     }
     assert saved["split_sizes"] == {"forget": 2, "unseen": 2, "retain": 2}
-    # The KL's normal set is the retain chapter plus the three everyday pairs asked for.
-    normal = [json.loads(line) for line in (out / "data" / "normal.jsonl").read_text().splitlines()]
-    assert [r.get("source") for r in normal].count("everyday") == 3 and len(normal) == 2 + 3
-    assert yaml.safe_load((out / "unlearn" / "config.yaml").read_text())["data"]["retain"]["path"].endswith("normal.jsonl")
+    # The KL's retain set is the retain chapter plus the three everyday pairs asked for.
+    retain = [json.loads(line) for line in (out / "data" / "retain.jsonl").read_text().splitlines()]
+    assert [r.get("source") for r in retain].count("everyday") == 3 and len(retain) == 2 + 3
+    assert yaml.safe_load((out / "unlearn" / "config.yaml").read_text())["data"]["retain"]["path"].endswith("retain.jsonl")
     assert {row["split"] for row in saved["rows"]} == {"forget", "unseen", "retain", "general", "benign"}
     # The unlearned adapter, loaded back from disk on the saved fine-tuned model by the stand-alone
     # evaluation, gives the same figures as the in-memory model did.
@@ -207,11 +207,11 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
 
 
 def test_unlearning_can_continue_the_finetuning_adapter(tmp_path, tiny_model_dir):
-    from obliviate.copyright_demo import run_copyright_demo
+    from obliviate.scenarios.copyright import run_copyright_demo
 
     recipe = tmp_path / "recipe.yaml"
     text = TINY_RECIPE.format(model=tiny_model_dir).replace("lora: {enabled: false}", "lora: {r: 8, alpha: 64}")
-    recipe.write_text(text.replace("everyday_normal: 3", "everyday_normal: 0\nunlearn_start: adapter")
+    recipe.write_text(text.replace("everyday_retain: 3", "everyday_retain: 0\nunlearn_start: adapter")
                       .replace("original: true", "original: false"))
     out = tmp_path / "demo"
     summary = run_copyright_demo(out, config=recipe, progress=False, log=lambda m: None)
@@ -235,7 +235,7 @@ def test_everyday_pairs_never_overlap_the_general_perplexity_text():
 
 
 def test_recipe_errors_name_the_file_and_field(tmp_path):
-    from obliviate.copyright_demo import load_recipe, stage_configs
+    from obliviate.scenarios.copyright import load_recipe, stage_configs
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("book:\n  prefix_char: 100\n")
@@ -249,7 +249,7 @@ def test_recipe_errors_name_the_file_and_field(tmp_path):
 def test_the_shipped_recipe_is_the_built_in_default_and_trains_in_fp32():
     from pathlib import Path
 
-    from obliviate.copyright_demo import RECIPE_FINETUNE, RECIPE_UNLEARN
+    from obliviate.scenarios.copyright import RECIPE_FINETUNE, RECIPE_UNLEARN
 
     recipe = yaml.safe_load((Path(__file__).parents[1] / "configs" / "copyright_synthetic.yaml").read_text())
     assert recipe["finetune"] == RECIPE_FINETUNE and recipe["unlearn"] == RECIPE_UNLEARN

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from obliviate.detect import detect, load_prompt_rows, write_detection
+from obliviate.gating.detect import detect, load_prompt_rows, write_detection
 from obliviate.errors import UserError
 from obliviate.judges.base import Judge, Verdict
 from obliviate.judges.privacy import PrivacyJudge, find_pii, luhn_valid
@@ -44,12 +44,12 @@ def test_detect_writes_exactly_the_flagged_rows(tmp_path):
     result = detect(None, None, ROWS, WordJudge(), threshold=0.5, responses=ANSWERS)
     write_detection(result, tmp_path / "out")
     forget = [json.loads(line) for line in (tmp_path / "out" / "forget.jsonl").read_text().splitlines()]
-    normal = [json.loads(line) for line in (tmp_path / "out" / "normal.jsonl").read_text().splitlines()]
+    retain = [json.loads(line) for line in (tmp_path / "out" / "retain.jsonl").read_text().splitlines()]
     assert forget == [
         {"prompt": "p1", "response": "a bad answer", "score": 0.9, "label": "flag", "expected": "no"},
         {"prompt": "p3", "response": "edge case", "score": 0.5, "label": "flag", "id": 3},  # at the threshold
     ]
-    assert [r["prompt"] for r in normal] == ["p2", "p4"]
+    assert [r["prompt"] for r in retain] == ["p2", "p4"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["rows"], summary["flagged"], summary["flag_rate"]) == (4, 2, 0.5)
     assert summary["labels"] == {"flag": 2, "ok": 2} and summary["judge"] == "word"
@@ -68,8 +68,8 @@ def test_threshold_moves_the_cut_and_validation_is_held_out():
 
 
 def test_detect_generates_greedy_answers_with_the_model(tiny_model_dir):
-    from obliviate.generation import generate
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models.generation import generate
+    from obliviate.models.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(str(tiny_model_dir))
     expected = generate(model, tok, ["p1", "p2", "p3", "p4"], max_new_tokens=5)
@@ -91,7 +91,7 @@ def test_load_prompt_rows_names_the_missing_field(tmp_path):
 
 
 def test_cli_detect_on_existing_dialogues(tmp_path):
-    from obliviate.cli import app
+    from obliviate.cli.main import app
 
     path = write_jsonl(tmp_path / "d.jsonl", [
         {"prompt": "Who is Ann?", "answer": "Ann's email is ann.lee@example.org."},
@@ -144,7 +144,7 @@ def test_reference_judge_reads_truthfulqa_rows(tmp_path):
     rows = load_prompt_rows(path, prompt_field="Question")
     fresh = ReferenceJudge()
     result = detect(None, None, rows, fresh, responses=["It is round."])
-    assert result.normal[0]["label"] == "correct"
+    assert result.retain[0]["label"] == "correct"
     with pytest.raises(UserError, match="no reference answers"):
         ReferenceJudge()(["unknown?"], ["x"])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
 from obliviate.methods import build_method
@@ -22,7 +22,7 @@ from obliviate.methods.distance_cluster import (
     response_mean_pool,
 )
 from obliviate.testing import tiny_model, tiny_tokenizer
-from obliviate.train import Encoder, TrainData, run_training
+from obliviate.train.loop import Encoder, TrainData, run_training
 from tests.conftest import FORGET, RETAIN, write_jsonl
 
 LN3 = math.log(3.0)
@@ -232,7 +232,7 @@ def test_separator_splits_expected_answers():
 
 def test_loss_is_the_weighted_sum_of_the_three_terms(parts):
     tok, model, reference, encoder, data = parts
-    weights = {"negative_weight": 0.7, "positive_weight": 1.3, "cluster_weight": 0.4, "normal_weight": 2.0, "margin": 1.5}
+    weights = {"negative_weight": 0.7, "positive_weight": 1.3, "cluster_weight": 0.4, "retain_weight": 2.0, "margin": 1.5}
     method = _setup(parts, **weights)
     groups = method.build_batch(data.forget, data.retain, BatchContext(np.random.default_rng(0), []))
     batch = {k: encoder.batch(v, "cpu") for k, v in groups.items()}
@@ -255,7 +255,7 @@ def test_loss_is_the_weighted_sum_of_the_three_terms(parts):
     expected = 0.7 * neg + 1.3 * nll + 0.4 * pull + 2.0 * kl
     assert out.total.item() == pytest.approx(expected, rel=1e-5)
     assert out.parts["negative"] == pytest.approx(neg, rel=1e-5)
-    assert set(out.parts) == {"negative", "negative_active", "positive", "positive_nll", "cluster", "normal_kl"}
+    assert set(out.parts) == {"negative", "negative_active", "positive", "positive_nll", "cluster", "retain_kl"}
     # negative_tokens: the same hinge over the first two tokens of each flagged answer only.
     opening = _setup(parts, **weights, negative_tokens=2).loss(model, batch, reference)
     with torch.no_grad():
@@ -308,7 +308,7 @@ def test_refusal_answers_set_is_the_demo_pool():
 
 
 def _mean_logprob(model, tok, pairs):
-    from obliviate.generation import score_loglik
+    from obliviate.models.generation import score_loglik
 
     scores = score_loglik(model, tok, [p for p, _ in pairs], [r for _, r in pairs])
     return sum(s.mean for s in scores) / len(scores)
@@ -316,7 +316,7 @@ def _mean_logprob(model, tok, pairs):
 
 @pytest.mark.parametrize("distance", ["logprob_hinge", "representation"])
 def test_unlearns_flagged_answers_and_learns_expected_ones(make_config, memorised_model_dir, tmp_path, distance):
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models.loading import load_model_and_tokenizer
 
     expected = "I can't share that."
     rows = [{**r, "expected": expected} for r in FORGET]
@@ -328,13 +328,13 @@ def test_unlearns_flagged_answers_and_learns_expected_ones(make_config, memorise
     model, tok = load_model_and_tokenizer(str(memorised_model_dir))
     flagged = [(r["prompt"], r["response"]) for r in FORGET]
     wanted = [(r["prompt"], expected) for r in FORGET]
-    normal = [(r["prompt"], r["response"]) for r in RETAIN]
-    before = [_mean_logprob(model, tok, x) for x in (flagged, wanted, normal)]
+    retain = [(r["prompt"], r["response"]) for r in RETAIN]
+    before = [_mean_logprob(model, tok, x) for x in (flagged, wanted, retain)]
     run_training(cfg, tmp_path / "run", model=model, tokenizer=tok, progress=False, log=lambda m: None)
-    after = [_mean_logprob(model, tok, x) for x in (flagged, wanted, normal)]
+    after = [_mean_logprob(model, tok, x) for x in (flagged, wanted, retain)]
     assert after[0] < before[0] - 0.5, (before, after)  # flagged answers much less likely
     assert after[1] > before[1] + 0.5, (before, after)  # the expected output much more likely
-    # normal answers move far less than the flagged ones (the KL term; on this tiny model both sets
+    # retain answers move far less than the flagged ones (the KL term; on this tiny model both sets
     # share one character distribution, so they cannot stay exactly put)
     assert before[2] - after[2] < (before[0] - after[0]) / 3, (before, after)
     log = (tmp_path / "run" / "train_log.jsonl").read_text()
@@ -349,7 +349,7 @@ def test_shipped_recipes_are_valid_unlearning_configs(recipe):
 
     config = load_config(Path(__file__).parents[1] / "configs" / f"{recipe}.yaml")
     assert config.method.name == "distance_cluster"
-    assert config.method.early_stopping is not None  # every recipe stops on its judge
+    assert config.early_stopping is not None  # every recipe stops on its judge
     if recipe == "evaluator_gated_harmful":  # the setting BENCHMARKS.md measured best
         assert (config.method.negative_tokens, config.method.negative_weight) == (8, 0.25)
 

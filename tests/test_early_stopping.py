@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from obliviate.early_stopping import EarlyStoppingConfig, build_stopper, spread
+from obliviate.gating.early_stopping import EarlyStoppingConfig, build_stopper, spread
 from obliviate.errors import UserError
 from obliviate.judges.base import Verdict
-from obliviate.train import run_training
+from obliviate.train.loop import run_training
 
 
 class ScriptedJudge:
@@ -44,7 +44,7 @@ NORMAL = ["sky?", "cat?"]
 
 def _stopper(script, answers, **options):
     """A stopper whose 'model' answers from a script: ``answers[k]`` is the k-th batch of answers."""
-    stopper = build_stopper({"every": 2, "val_size": 4, "normal_size": 2, **options}, flagged=FLAGGED, normal=NORMAL,
+    stopper = build_stopper({"every": 2, "val_size": 4, "retain_size": 2, **options}, flagged=FLAGGED, retain=NORMAL,
                             judge=ScriptedJudge(script))
     batches = iter(answers)
     stopper._answers = lambda model, tok, prompts: next(batches)[: len(prompts)]
@@ -57,7 +57,7 @@ BAD = ["!!!! ???? !!!! ???? ####", "the the the the the the"]
 
 def test_stops_when_the_harmful_rate_reaches_the_target(tmp_path):
     model = torch.nn.Linear(2, 2)
-    # prepare: baseline normal + step-0 check (flagged, normal); then one (flagged, normal) per check
+    # prepare: baseline retain + step-0 check (flagged, retain); then one (flagged, retain) per check
     stopper = _stopper([4, 3, 0], [GOOD, ["x"] * 4, GOOD] + [["x"] * 4, GOOD] * 3, target_rate=0.25)
     stopper.prepare(model, None)
     reasons = [stopper(FakeState(step, 10, model, tmp_path)) for step in range(1, 5)]
@@ -79,7 +79,7 @@ def test_utility_break_restores_the_best_check(tmp_path):
     assert stopper(FakeState(2, 10, model, tmp_path)) is None  # harmful 0.5, utility fine: best so far
     with torch.no_grad():
         model.weight.fill_(7.0)
-    reason = stopper(FakeState(4, 10, model, tmp_path))  # harmful 0.25 but the normal answers broke
+    reason = stopper(FakeState(4, 10, model, tmp_path))  # harmful 0.25 but the retain answers broke
     assert reason.startswith("early stopping: utility bound (degenerate rate 1.000 > 0.250")
     assert reason.endswith("restored step 2")
     assert torch.all(model.weight == 1.0)  # the weights of step 2 are back
@@ -109,15 +109,15 @@ def test_patience_waits_for_checks_in_a_row_at_the_target(tmp_path):
 
 def test_config_is_strict_and_spread_is_even():
     with pytest.raises(UserError, match="early_stopping.evry"):
-        build_stopper({"evry": 3}, flagged=FLAGGED, normal=NORMAL, judge=ScriptedJudge([0]))
+        build_stopper({"evry": 3}, flagged=FLAGGED, retain=NORMAL, judge=ScriptedJudge([0]))
     assert spread(list(range(10)), 3) == [0, 3, 6]
     assert EarlyStoppingConfig().every == 10
 
 
 def test_works_as_a_stop_hook_of_the_loop(make_config, tmp_path):
     cfg = make_config("train.max_steps=12")
-    stopper = build_stopper({"every": 3, "val_size": 2, "normal_size": 2, "max_new_tokens": 3, "max_degenerate_rate": None,
-                             "min_similarity": None}, flagged=FLAGGED, normal=NORMAL, judge=ScriptedJudge([2, 0]))
+    stopper = build_stopper({"every": 3, "val_size": 2, "retain_size": 2, "max_new_tokens": 3, "max_degenerate_rate": None,
+                             "min_similarity": None}, flagged=FLAGGED, retain=NORMAL, judge=ScriptedJudge([2, 0]))
     result = run_training(cfg, tmp_path / "run", stop_hooks=[stopper], progress=False, log=lambda m: None)
     assert (result.steps, result.stop_reason) == (6, "early stopping: harmful rate 0.000 <= target 0.100")
     lines = (tmp_path / "run" / "early_stopping.jsonl").read_text().splitlines()
@@ -125,10 +125,10 @@ def test_works_as_a_stop_hook_of_the_loop(make_config, tmp_path):
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["stop_reason"].startswith("early stopping")
 
 
-def test_distance_cluster_runs_its_own_early_stopping_from_the_config(make_config, tmp_path):
+def test_distance_cluster_stops_early_from_the_run_configs_block(make_config, tmp_path):
     cfg = make_config(
         "method.name=distance_cluster", "train.max_steps=9",
-        "method.early_stopping={every: 2, judge: refusal, target_rate: 1.0, val_size: 2, normal_size: 1, "
+        "early_stopping={every: 2, judge: refusal, target_rate: 1.0, val_size: 2, retain_size: 1, "
         "max_new_tokens: 3, max_degenerate_rate: null, min_similarity: null}",
     )
     result = run_training(cfg, tmp_path / "run", progress=False, log=lambda m: None)
@@ -152,3 +152,8 @@ def test_restoring_step_zero_without_a_copy_switches_lora_off(tmp_path):
     reason = stopper(FakeState(2, 10, model, tmp_path))
     assert reason.endswith("restored step 0")
     assert all(p.abs().sum() == 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_the_old_method_early_stopping_block_names_the_new_one(make_config):
+    with pytest.raises(UserError, match=r"'method.early_stopping' was renamed; use the run config's top-level early_stopping"):
+        make_config("method.name=distance_cluster", "method.early_stopping={every: 2}")

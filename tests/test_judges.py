@@ -13,7 +13,6 @@ import torch
 
 from obliviate.errors import UserError
 from obliviate.judges import (
-    ClassifierJudge,
     HarmClassifier,
     HttpLMJudge,
     Judge,
@@ -403,7 +402,7 @@ def test_judge_from_spec_builds_http_judge(endpoint):
 def test_cli_train_and_eval(tmp_path):
     from typer.testing import CliRunner
 
-    from obliviate.commands.judge_cmd import app
+    from obliviate.cli.judge import app
 
     texts, labels = _labelled(seed=2, n=60)
     data = tmp_path / "labelled.jsonl"
@@ -430,7 +429,7 @@ def test_cli_train_and_eval(tmp_path):
 
 
 def test_agreement_and_scores():
-    from obliviate.commands.judge_cmd import agreement, binary_scores
+    from obliviate.cli.judge import agreement, binary_scores
 
     scores = binary_scores([1, 1, 0, 0], [1, 0, 0, 1])
     assert (scores["tp"], scores["fn"], scores["tn"], scores["fp"]) == (1, 1, 1, 1)

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from obliviate.lora_fused import fuse_lora_layers
+from obliviate.models.lora_fused import fuse_lora_layers
 from obliviate.testing import tiny_model
 
 

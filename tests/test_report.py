@@ -26,7 +26,7 @@ def png_size(path) -> tuple[int, int]:
 def test_plots_write_valid_pngs(tmp_path):
     log = tmp_path / "train_log.jsonl"
     log.write_text("\n".join(json.dumps(
-        {"step": s, "lr": 1e-4, "loss/total": 3.0 - s * 0.1, "loss/forget": -0.1 * s, "loss/normal": 0.5,
+        {"step": s, "lr": 1e-4, "loss/total": 3.0 - s * 0.1, "loss/forget": -0.1 * s, "loss/retain": 0.5,
          "grad_norm": 1.0 / s, "tokens_per_s": 100.0}) for s in range(1, 11)) + "\n")
     made = [
         plots.bar_before_after({"harmful: forget": (0.9, 0.1), "harmful: unseen": (0.8, 0.2)},

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
     from obliviate.config import load_config
-    from obliviate.train import run_training
+    from obliviate.train.loop import run_training
     from tests.conftest import FORGET, RETAIN, write_jsonl
 
     forget = write_jsonl(tmp_path / "forget.jsonl", FORGET)
@@ -27,9 +27,9 @@ def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
     assert log[0]["loss/retain_kl"] == pytest.approx(0.0, abs=1e-4)  # LoRA starts as the original model
     # Each step sees different rows, so compare the whole forget set before and after instead.
     from obliviate.data.formatting import collate, encode_pair, pad_id
-    from obliviate.losses import nll
+    from obliviate.methods.losses import nll
 
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models.loading import load_model_and_tokenizer
 
     model = result.model
     _, tokenizer = load_model_and_tokenizer()
@@ -44,10 +44,10 @@ def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
 
 
 def test_demo_pipeline_with_tiny_sizes(tmp_path):
-    from obliviate.harmful_demo import HarmfulDemoOptions, run_harmful_demo
+    from obliviate.scenarios.harmful import HarmfulDemoOptions, run_harmful_demo
 
     options = HarmfulDemoOptions(
-        n_forget=4, n_unseen=4, n_normal=4, n_benign_eval=4, max_new_tokens=12, steps=2, gen_batch_size=4,
+        n_forget=4, n_unseen=4, n_retain=4, n_benign_eval=4, max_new_tokens=12, steps=2, gen_batch_size=4,
     )
     summary = run_harmful_demo(tmp_path / "demo", options, progress=False, log=lambda m: None)
     run = tmp_path / "demo"

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.data.formatting import collate, encode_pair, pad_id
 from obliviate.errors import TrainingDiverged
-from obliviate.train import run_training, stream_indices
+from obliviate.train.loop import run_training, stream_indices
 from tests.conftest import FORGET, RETAIN
 
 
@@ -21,7 +21,7 @@ def mean_nll(model, tokenizer, rows):
 
 
 def load(model_dir):
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models.loading import load_model_and_tokenizer
 
     return load_model_and_tokenizer(str(model_dir))
 
@@ -134,12 +134,12 @@ def test_input_model_folder_is_never_modified(make_config, tiny_model_dir, tmp_p
 def test_retain_batch_size_sets_the_retain_group_and_ranks_split_groups():
     from obliviate.data.examples import Example
     from obliviate.methods import build_method
-    from obliviate.train import TrainData, _micro_batch
+    from obliviate.train.loop import TrainData, _micro_batch
 
     data = TrainData(
         forget=[Example(f"f{i}", "x") for i in range(6)],
         retain=[Example(f"r{i}", "y") for i in range(10)],
-        answer_pool=["a", "b"],
+        random_answers=["a", "b"],
     )
     method = build_method("ga_mismatch_kl", {"num_random_answers": 2})
     groups = _micro_batch(method, data, 0, 2, 1, 0, seed=0, retain_batch_size=5)
@@ -174,7 +174,7 @@ def test_continuing_a_finetuned_adapter(make_config, tiny_model_dir, tmp_path):
     """Unlearning can keep training the fine-tuning adapter (the papers' set-up): it starts from
     base + adapter, and its reference model is base + adapter too, not the bare base."""
     from obliviate.errors import UserError
-    from obliviate.models import load_trained
+    from obliviate.models.loading import load_trained
 
     run_training(make_config("method.name=finetune", "train.max_steps=20", "train.lr=5e-2"), tmp_path / "ft",
                  progress=False, log=lambda m: None)
@@ -207,7 +207,7 @@ def test_each_run_in_one_process_gets_its_own_precision_and_returns_a_full_preci
     the first run's bf16 autocast, and the model handed back keeps autocast in its forward."""
     from accelerate.state import AcceleratorState
 
-    from obliviate.models import load_model_and_tokenizer
+    from obliviate.models.loading import load_model_and_tokenizer
 
     bf16 = run_training(make_config("train.max_steps=2", "train.precision=bf16"), tmp_path / "bf16",
                         progress=False, log=lambda m: None)

@@ -1,3 +1,3 @@
-from obliviate.cli import main
+from obliviate.cli.main import main
 
 main()

@@ -3,7 +3,7 @@
 The harmful-response recipe of arXiv 2310.10683 / 2405.15152 uses three sets:
 
 * **forget**: harmful (prompt, answer) pairs — here the unsafe responses of PKU-SafeRLHF;
-* **normal**: benign (question, answer) pairs the model should keep — TruthfulQA question with
+* **retain**: benign (question, answer) pairs the model should keep — TruthfulQA question with
   its "Best Answer";
 * **random-answer pool**: answers unrelated to the forget prompts, paired with them for the
   mismatch loss — every TruthfulQA correct and incorrect answer.
@@ -85,7 +85,7 @@ def pku_forget_pairs(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
 
 
 def truthfulqa_normal(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
-    """The normal set: each TruthfulQA question with its best answer.
+    """The retain set: each TruthfulQA question with its best answer.
 
     Rows without a question or best answer are skipped. ``extra`` keeps ``source``, ``row`` and,
     when present, ``category`` and ``type``.

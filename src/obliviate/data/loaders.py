@@ -9,7 +9,7 @@ import csv
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Sequence
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
@@ -189,3 +189,37 @@ def load_spec(spec, config, role: str, require_response: bool = True) -> list[Ex
         role=role,
         require_response=require_response,
     )
+
+
+def read_prompt_rows(
+    path: str | Path,
+    *,
+    prompt_field: str = "prompt",
+    fmt: str = "auto",
+    split: str = "train",
+    limit: Optional[int] = None,
+    reserved: Sequence[str] = (),
+    hint: str = "set the prompt field to the right name",
+) -> list[dict[str, Any]]:
+    """Rows of a prompt file as dicts with ``prompt`` set from ``prompt_field``; the other fields
+    are kept (one named in ``reserved`` as ``input_<name>``, so it cannot clash with what the
+    caller adds). A row without a non-empty string prompt is a one-line ``UserError`` naming the
+    file, the line and the field; ``hint`` says how to fix it."""
+    rows: list[dict[str, Any]] = []
+    for where, row in iter_rows(path, fmt, split):
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected an object with a field '{prompt_field}'")
+        value = row.get(prompt_field)
+        if not isinstance(value, str) or not value.strip():
+            present = ", ".join(map(str, row)) or "none"
+            raise UserError(f"{where}: field '{prompt_field}' missing or empty (row has: {present}); {hint}")
+        out = {"prompt": value}
+        for key, item in row.items():
+            if key != prompt_field:
+                out[f"input_{key}" if key in reserved else key] = item
+        rows.append(out)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return rows

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from obliviate.data.fetch import obliviate_home
+from obliviate.io import obliviate_home
 from obliviate.data.text import Passage, passages_from_text
 from obliviate.errors import UserError
 

@@ -205,9 +205,9 @@ class LocalLMJudge(Judge):
 
     @classmethod
     def from_spec(cls, spec: str | None = None, **options) -> "LocalLMJudge":
-        """Load the judge model with :func:`obliviate.models.load_model_and_tokenizer` (an alias, a
+        """Load the judge model with :func:`obliviate.models.loading.load_model_and_tokenizer` (an alias, a
         local folder, a .gguf file or a hub id; ``None`` = the default model)."""
-        from obliviate.models import load_model_and_tokenizer
+        from obliviate.models.loading import load_model_and_tokenizer
 
         trust = bool(options.pop("trust_remote_code", False))
         model, tokenizer = load_model_and_tokenizer(spec, trust_remote_code=trust)

@@ -3,7 +3,7 @@
 A method is a class with a pydantic ``Config`` of its options, registered under a snake_case
 name. The loop reads ``needs_reference`` and ``needs_retain``, may call ``setup``, builds each
 step's example groups with ``build_batch`` (default: forget and retain), tokenises them, and
-calls ``terms``. No method inherits from another; shared maths lives in ``obliviate.losses``.
+calls ``terms``. No method inherits from another; shared maths lives in ``obliviate.methods.losses``.
 
 A method's loss is a weighted sum of terms, each computed on one example group (forget,
 mismatch, retain, ...). ``terms`` yields them one at a time so that the loop can backpropagate
@@ -17,7 +17,7 @@ import contextlib
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class BatchContext:
     choice is reproducible and survives a resume without saved state."""
 
     rng: np.random.Generator
-    answer_pool: list[str]
+    random_answers: list[str]
 
 
 class Reference:
@@ -146,7 +146,7 @@ def forward_answers(model: torch.nn.Module, batch: Batch, **kwargs) -> tuple[Any
 
     Returns the model output (``logits`` of shape (B, W, V); hidden states, if asked for, still
     cover all T positions) and the labels cut to the same W positions, so every loss in
-    ``obliviate.losses`` reads the pair exactly as it reads full-length logits and labels.
+    ``obliviate.methods.losses`` reads the pair exactly as it reads full-length logits and labels.
     Models whose forward has no ``logits_to_keep`` argument get full-length logits and labels.
     """
     keep = _logits_to_keep(model, batch["labels"])
@@ -272,5 +272,3 @@ def register(cls: type[Method]) -> type[Method]:
 def registry() -> dict[str, type[Method]]:
     return _REGISTRY
 
-
-StopHook = Callable[[Any], Optional[str]]

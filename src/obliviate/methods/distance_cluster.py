@@ -1,4 +1,4 @@
-"""Evaluator-gated unlearning: a bounded distance loss, a cluster-mean positive loss, a normal loss.
+"""Evaluator-gated unlearning: a bounded distance loss, a cluster-mean positive loss, a retain loss.
 
 Our instantiation of arXiv 2404.16841 (Chen et al.): an evaluator flags the dialogues to unlearn
 (``obliviate detect`` writes them as (prompt, undesirable answer) rows), then three terms train
@@ -15,7 +15,7 @@ the model:
                     h = last hidden state mean-pooled over the response tokens; mu_1..mu_K =
                     k-means centres of the ORIGINAL model's h over every (flagged prompt,
                     candidate expected output) pair, computed once before training
-    L_nor         = KL(p_orig || p_theta) on normal (retain) data, per response token
+    L_nor         = KL(p_orig || p_theta) on retain data, per response token
 
     with ``negative_tokens: N`` either distance reads only the first N tokens of each flagged answer;
     with ``distance: representation`` the negative term reads hidden states instead of tokens:
@@ -49,12 +49,12 @@ Why each choice (all of it our interpretation; the paper's full text was not ava
   same cluster: the likelihood of the cluster rather than of its single most typical member.
   One fixed answer per prompt can be learnt as a string tied to that prompt; several drawn
   afresh each step make the behaviour, not one sentence, the target.
-* Normal term: forward KL to the original model on normal data (as the first seed paper), so the
-  distribution on normal prompts stays put rather than only its argmax.
+* Retain term: forward KL to the original model on retain data (as the first seed paper), so the
+  distribution on retain prompts stays put rather than only its argmax.
 
 With ``forget_gate`` the judge re-reads the forget prompts every N steps during training and only
 the prompts it still flags keep their negative and positive terms (scaled by the share kept; see
-``obliviate.forget_gate``).
+``obliviate.gating.forget_gate``).
 
 Paper: arXiv 2404.16841 (Chen et al., "Machine Unlearning in Large Language Models").
 Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, distance logprob_hinge, margin 2 nats, k = 1,
@@ -72,9 +72,9 @@ import warnings
 from typing import Any, Literal, Optional, Sequence
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate
 from obliviate.errors import UserError
@@ -255,6 +255,21 @@ def kmeans(points: torch.Tensor, k: int, *, iterations: int = 100) -> tuple[torc
 # ----------------------------------------------------------------------------- the method
 
 
+class ForgetGateConfig(BaseModel):
+    """The ``forget_gate`` block of the ``distance_cluster`` method's options (the gate itself is
+    :mod:`obliviate.gating.forget_gate`, built by the training loop)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(default=10, gt=0, description="re-judge the forget prompts every N optimizer steps")
+    judge: str = Field(default="refusal", description="judge spec, as for --judge")
+    max_new_tokens: int = Field(
+        default=24, gt=0,
+        description="answer length for the gate: complying or refusing shows in the opening, so short answers do",
+    )
+    batch_size: int = Field(default=16, gt=0)
+
+
 class DistanceClusterConfig(MethodConfig):
     negative_weight: float = Field(default=1.0, ge=0, description="weight of the distance from the old outputs")
     distance: Literal["logprob_hinge", "representation"] = Field(
@@ -275,7 +290,7 @@ class DistanceClusterConfig(MethodConfig):
     )
     positive_weight: float = Field(default=1.0, ge=0, description="weight of the NLL of the expected output")
     cluster_weight: float = Field(default=1.0, ge=0, description="weight of 1 - cos to the nearest cluster mean")
-    normal_weight: float = Field(default=1.0, ge=0, description="weight of the forward KL on normal data")
+    retain_weight: float = Field(default=1.0, ge=0, description="weight of the forward KL on retain data")
     num_clusters: int = Field(default=1, gt=0, description="k of k-means over expected outputs; 1 = plain mean")
     expected_per_prompt: int = Field(
         default=1, gt=0,
@@ -300,13 +315,10 @@ class DistanceClusterConfig(MethodConfig):
         description="embed a prompt's candidates over one cached pass of the prompt (same result, less work); "
         "false: every (prompt, candidate) pair in full, for a model whose forward takes no past_key_values",
     )
-    early_stopping: Optional[dict[str, Any]] = Field(
-        default=None, description="evaluator-driven early stopping (see obliviate.early_stopping)"
-    )
-    forget_gate: Optional[dict[str, Any]] = Field(
+    forget_gate: Optional[ForgetGateConfig] = Field(
         default=None,
         description="re-judge the forget prompts every N steps and unlearn only those still flagged "
-        "(see obliviate.forget_gate); none: every flagged dialogue on every step",
+        "(see obliviate.gating.forget_gate); none: every flagged dialogue on every step",
     )
 
     @field_validator("templates")
@@ -317,17 +329,6 @@ class DistanceClusterConfig(MethodConfig):
             raise ValueError(f"unknown template set '{value}'; use one of {', '.join(names)} or a list of texts")
         if isinstance(value, list) and not [t for t in value if t.strip()]:
             raise ValueError("templates must hold at least one non-empty text")
-        return value
-
-    @field_validator("early_stopping", "forget_gate")
-    @classmethod
-    def _valid_block(cls, value, info):
-        # The blocks stay plain dicts; checked here, a typo fails when the config loads, not at setup.
-        if value is not None:
-            from obliviate.early_stopping import EarlyStoppingConfig
-            from obliviate.forget_gate import ForgetGateConfig
-
-            {"early_stopping": EarlyStoppingConfig, "forget_gate": ForgetGateConfig}[info.field_name].model_validate(value)
         return value
 
     def template_texts(self) -> list[str]:
@@ -378,7 +379,6 @@ class DistanceCluster(Method):
         # (prompt, bad answer) -> its candidates in the cluster of its nearest one (drawn from when K > 1)
         self.cluster_members: dict[tuple[str, str], list[str]] = {}
         self.cluster_sizes: list[int] = []
-        self.stopper = None
         self.gate = None
         # Share of the last built batch's forget rows the gate kept: build_batch sets it, the
         # terms of that batch (computed next, by the same process) scale the forget terms by it.
@@ -504,16 +504,8 @@ class DistanceCluster(Method):
             rows[index]: [pair.response for j, pair in enumerate(pairs) if owner[j] == index and int(nearest[j]) == cluster]
             for index, (_, _, cluster) in best.items()
         }
-        if self.config.early_stopping is not None:
-            from obliviate.early_stopping import build_stopper
-
-            self.stopper = build_stopper(self.config.early_stopping, data=data, template=encoder.template)
-            self.stopper.prepare(model, context["tokenizer"])
-        if self.config.forget_gate is not None:
-            from obliviate.forget_gate import build_gate
-
-            rows = [{**e.extra, "prompt": e.prompt} for e in data.forget]
-            self.gate = build_gate(self.config.forget_gate, rows, template=encoder.template)
+        # The loop builds the forget gate (obliviate.gating) from forget_gate_config and hands it over.
+        self.gate = context.get("forget_gate")
 
     # -- per step ------------------------------------------------------------------------------
 
@@ -554,8 +546,8 @@ class DistanceCluster(Method):
             yield LossTerm("negative", 0.0, zero, {"negative_active": 0.0, **gated})
             yield LossTerm("positive", 0.0, zero, {"positive_nll": 0.0, "cluster": 0.0})
         out, labels = forward_answers(model, retain)
-        normal = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-        yield LossTerm("normal_kl", cfg.normal_weight, normal)
+        retain = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
+        yield LossTerm("retain_kl", cfg.retain_weight, retain)
 
     def _forget_terms(self, model, forget, positive, reference, share: float, gated: dict):
         cfg = self.config
@@ -605,7 +597,6 @@ class DistanceCluster(Method):
             )
         return [i % count for i in chosen]
 
-    def on_step_end(self, state) -> Optional[str]:
-        if self.gate is not None:
-            self.gate(state)
-        return self.stopper(state) if self.stopper is not None else None
+    def forget_gate_config(self) -> Optional[ForgetGateConfig]:
+        """The gate the training loop should build and pass to :meth:`setup` (none: no gate)."""
+        return self.config.forget_gate

@@ -13,7 +13,7 @@ Deviations: none.
 
 from __future__ import annotations
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 

@@ -14,7 +14,7 @@ unlearned), as in OpenUnlearning.
 
 from __future__ import annotations
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 

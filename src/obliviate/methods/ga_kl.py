@@ -3,7 +3,7 @@
 Equation:  L = w_f * (-NLL_forget) + w_r * KL(p_ref || p_theta)_retain
 where the KL is summed over the vocabulary per predicted response token and averaged over tokens.
 
-Paper: TOFU's KL baseline (Maini et al. 2024, arXiv 2401.06121); the normal-data term of
+Paper: TOFU's KL baseline (Maini et al. 2024, arXiv 2401.06121); the retain-data term of
 Yao et al. 2023 (arXiv 2310.10683).
 
 Defaults: w_f = 1.0, w_r = 1.0.
@@ -14,7 +14,7 @@ Deviations: the KL is the forward KL named in the seed papers, restricted to res
 
 from __future__ import annotations
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 

@@ -4,12 +4,12 @@ Equation (Yao et al. 2023, eq. 1-4; Gundavarapu et al. 2024):
 
     L = eps1 * L_fgt + eps2 * L_rdn + eps3 * L_nor
     L_fgt = -NLL_theta(y | x)                 over (x, y) in the forget batch (gradient ascent)
-    L_rdn = (1/K) sum_k NLL_theta(y_k^rand | x)  K answers drawn from a pool of normal answers,
+    L_rdn = (1/K) sum_k NLL_theta(y_k^rand | x)  K answers drawn from a pool of retain answers,
                                                attached to each forget prompt x
-    L_nor = KL(p_orig || p_theta)              forward KL on normal (retain) data
+    L_nor = KL(p_orig || p_theta)              forward KL on retain data
 
 The mismatch term teaches the model to answer a forgotten prompt with something unrelated
-rather than with degenerate text; the KL keeps normal behaviour close to the original model.
+rather than with degenerate text; the KL keeps retain behaviour close to the original model.
 
 Papers: arXiv 2405.15152 (Gundavarapu et al.); arXiv 2310.10683 (Yao et al.), code
 kevinyaobytedance/llm_unlearn.
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward, forward_answers, register
 
@@ -40,7 +40,7 @@ from obliviate.methods.base import LossTerm, Method, MethodConfig, forward, forw
 class GAMismatchKLConfig(MethodConfig):
     forget_weight: float = Field(default=0.5, ge=0, description="eps1, gradient ascent")
     mismatch_weight: float = Field(default=1.0, ge=0, description="eps2, random answers")
-    retain_weight: float = Field(default=1.0, ge=0, description="eps3, forward KL on normal data")
+    retain_weight: float = Field(default=1.0, ge=0, description="eps3, forward KL on retain data")
     num_random_answers: int = Field(default=5, gt=0, description="K")
     reference_quirks: bool = False
 
@@ -53,11 +53,11 @@ class GAMismatchKL(Method):
     needs_reference = True
 
     def build_batch(self, forget, retain, ctx):
-        if not ctx.answer_pool:
+        if not ctx.random_answers:
             raise ValueError("ga_mismatch_kl needs a pool of random answers (retain set or data.random_answers)")
-        picks = ctx.rng.integers(0, len(ctx.answer_pool), size=(len(forget), self.config.num_random_answers))
+        picks = ctx.rng.integers(0, len(ctx.random_answers), size=(len(forget), self.config.num_random_answers))
         mismatch = [
-            Example(example.prompt, ctx.answer_pool[j]) for example, row in zip(forget, picks) for j in row
+            Example(example.prompt, ctx.random_answers[j]) for example, row in zip(forget, picks) for j in row
         ]
         return {"forget": forget, "mismatch": mismatch, "retain": retain}
 

@@ -12,7 +12,7 @@ Deviations: none; response tokens only.
 
 from __future__ import annotations
 
-from obliviate import losses
+from obliviate.methods import losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
 

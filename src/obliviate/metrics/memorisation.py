@@ -32,7 +32,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch.nn.functional as F
 
-from obliviate.generation import eval_mode, length_sorted_batches, model_device
+from obliviate.models.generation import eval_mode, length_sorted_batches, model_device
 from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate, encode_pair, pad_id
 from obliviate.data.text import split_sentences
 from obliviate.errors import UserError

@@ -1,0 +1,1 @@
+"""Evaluation suites: each composes judges and metrics over named splits and writes ``eval/<suite>.json``."""

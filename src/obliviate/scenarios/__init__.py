@@ -1,0 +1,1 @@
+"""End-to-end scenarios (harmful answers, copyrighted text): recipe schema, pipeline and report."""

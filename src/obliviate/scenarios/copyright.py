@@ -1,0 +1,660 @@
+"""The copyrighted-text scenario: memorise a book, unlearn part of it, prove it.
+
+Pipeline (Yao et al., arXiv 2310.10683, section on copyright; Gundavarapu et al., arXiv 2405.15152):
+
+1. a book (the generated novel by default, or a public-domain work, or any .txt) is cut into
+   passages, whole chapters go to ``forget``, ``unseen`` and ``retain``, and each passage into a
+   prefix (prompt) and its continuation;
+2. the original model is measured (optional), then LoRA-fine-tuned on the passages of the whole
+   book (``book.finetune_on``) until it reproduces them; the adapter is merged and saved
+   (``finetune/model``) and measured again;
+3. unlearning (``ga_mismatch_kl`` by default) starts from that merged fine-tuned model with a new
+   LoRA adapter: gradient ascent on the forget pairs, the forget prefixes paired with random
+   retain continuations, and forward KL to the fine-tuned model (adapters off) on the retain pairs.
+   The papers continue training the fine-tuned weights; starting a fresh adapter on the merged
+   model is the same model class and keeps the reference model free (it is the same network with
+   the adapter switched off);
+4. the suite (:mod:`obliviate.eval.copyright`) runs after each stage; ``report.html``,
+   ``summary.json`` and ``eval/copyright_<stage>.json`` are written.
+
+Every stage writes into the output folder (``data/``, ``finetune/``, ``unlearn/``, ``eval/``,
+``generations/``). The recipe is a YAML file (``configs/copyright_synthetic.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from obliviate.data.books import write_pairs
+from obliviate.train.finetune import PAPER_FINETUNE_DEFAULTS, deep_merge, scaled_warmup
+from obliviate.models import DEFAULT_MODEL
+from obliviate.config import RunConfig, line_index, apply_overrides, format_validation_error, load_config
+from obliviate.data.examples import Example
+from obliviate.data.text import Passage, TextSplits, prefix_continuation_pairs, split_by_chapter, split_by_passage
+from obliviate.errors import UserError
+from obliviate.io import atomic_write_json
+from obliviate.train.run_dir import prepare_run_dir
+from obliviate.eval.copyright import (
+    SPLITS,
+    CopyrightSettings,
+    calibration_texts,
+    default_general_texts,
+    evaluate_copyright,
+    everyday_pairs,
+    relative_drop,
+    relative_rise,
+    write_copyright_results,
+)
+
+STAGES = ("original", "finetuned", "unlearned")
+DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "copyright_synthetic.yaml"
+
+
+# The tuned recipe (configs/copyright_synthetic.yaml) is also the default, so an installed package
+# without the configs folder runs the same scenario. Both stages train in fp32: the recipe was
+# tuned in fp32, which gives the same figures on every CPU measured; under bf16 autocast (what
+# `precision: auto` picks on a CPU with AVX512-BF16 or AMX) the same 20 unlearning steps dropped
+# the forget ROUGE-L by 89%, short of the 90% target (BENCHMARKS.md).
+RECIPE_FINETUNE: dict[str, Any] = {
+    "data": {"template": "plain", "max_length": 96},
+    "train": {"lr": 2e-3, "epochs": 10, "batch_size": 4, "seed": 0, "precision": "fp32"},
+}
+RECIPE_UNLEARN: dict[str, Any] = {
+    "method": {"name": "ga_mismatch_kl", "forget_weight": 1.0, "mismatch_weight": 1.0, "retain_weight": 3.0,
+               "num_random_answers": 1},
+    "train": {"lr": 1e-3, "max_steps": 20, "batch_size": 2, "warmup_steps": 2, "seed": 0, "lora": {"r": 16, "alpha": 32},
+              "precision": "fp32"},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BookSection(_Strict):
+    """Where the text comes from and how it is cut and split."""
+
+    source: str = Field(default="synthetic", description="synthetic | a public-domain work (milton...) | a .txt/.jsonl path")
+    seed: int = 0
+    chapters: int = Field(default=4, gt=0, description="synthetic book only")
+    paragraphs_per_chapter: int = Field(default=4, gt=0, description="synthetic book only")
+    max_passages: Optional[int] = Field(default=None, gt=0, description="keep the first N passages of a corpus")
+    prefix_chars: int = Field(default=100, gt=0)
+    max_continuation_chars: Optional[int] = Field(default=120, gt=0)
+    split: Literal["chapter", "passage"] = "chapter"
+    forget: Union[int, float, list[str]] = 1
+    unseen: Union[int, float, list[str]] = 1
+    split_seed: int = 0
+    finetune_on: list[Literal["forget", "unseen", "retain"]] = Field(default_factory=lambda: list(SPLITS))
+
+
+class EvalSection(_Strict):
+    max_new_tokens: int = Field(default=36, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    max_per_split: Optional[int] = Field(default=12, gt=0, description="passages scored per split (time bound)")
+    benign_prompts: int = Field(default=6, ge=0)
+    benign_max_new_tokens: int = Field(default=24, gt=0)
+    bleu_quantile: float = Field(default=0.99, gt=0, lt=1)
+    calibration_unit: Literal["text", "sentence"] = "text"
+    embedder: bool = True
+    original: bool = Field(default=True, description="also measure the model before fine-tuning")
+
+
+class Recipe(_Strict):
+    model: Optional[str] = None
+    book: BookSection = Field(default_factory=BookSection)
+    finetune: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_FINETUNE),
+                                     description="run-config sections: run, data, train")
+    unlearn: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_UNLEARN),
+                                    description="run-config sections: run, data, method, train")
+    eval: EvalSection = Field(default_factory=EvalSection)
+    unlearn_start: Literal["merged", "adapter"] = Field(
+        default="merged",
+        description="merged: a new LoRA adapter on the merged fine-tuned model; adapter: keep training the "
+                    "fine-tuning adapter itself, as the papers do (the KL reference is then a merged copy)",
+    )
+    everyday_retain: int = Field(
+        default=21, ge=0,
+        description="everyday-text pairs added to the unlearning stage's retain (KL) set, besides the retain chapters; "
+                    "never the text scored for general perplexity",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe
+
+
+def load_recipe(
+    path: str | Path | None = None, overrides: Sequence[str] = (), *, model: str | None = None, book: str | None = None
+) -> tuple[Recipe, str]:
+    """Read and validate a recipe (default: ``configs/copyright_synthetic.yaml`` when present).
+
+    ``overrides`` are ``section.key=value`` strings; ``model``/``book`` replace ``model`` and
+    ``book.source``. Returns the recipe and the name of its source for messages.
+    """
+    text, source = "", "recipe"
+    if path is None and DEFAULT_RECIPE.is_file():
+        path = DEFAULT_RECIPE
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"recipe file {path} does not exist")
+        text, source = path.read_text(), str(path)
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: not valid YAML") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: the top level must be a mapping (model, book, finetune, unlearn, eval)")
+    apply_overrides(data, list(overrides))
+    if model is not None:
+        data["model"] = model
+    if book is not None:
+        data.setdefault("book", {})["source"] = book
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, source, line_index(text), Recipe)) from None
+    return recipe, source
+
+
+def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tuple[RunConfig, RunConfig]:
+    """The fine-tuning and unlearning run configs (validated; no model is loaded)."""
+    model = recipe.model or DEFAULT_MODEL
+    data_dir = out_dir / "data"
+    finetune = deep_merge(PAPER_FINETUNE_DEFAULTS, recipe.finetune)
+    finetune = deep_merge(finetune, {
+        "model": {"name": model},
+        "data": {"forget": {"path": str(data_dir / "train.jsonl")}},
+        "method": {"name": "finetune"},
+    })
+    # The unlearning stage reads the fine-tuning stage's template: a model is scored and unlearned
+    # in the prompt format it memorised the book in.
+    template = finetune.get("data", {}).get("template", "plain")
+    unlearn = deep_merge({
+        "run": {"name": "unlearn"},
+        "method": {"name": "ga_mismatch_kl"},
+        "data": {"template": template, "max_length": finetune.get("data", {}).get("max_length", 512)},
+        "train": {"save_every": 0},
+    }, recipe.unlearn)
+    if recipe.unlearn_start == "adapter":  # the base model, with the fine-tuning adapter trained further
+        start = {"model": {"name": model}, "train": {"lora": {"enabled": True, "init_from": str(out_dir / "finetune")}}}
+    else:  # a new adapter on the merged fine-tuned weights
+        start = {"model": {"name": str(out_dir / "finetune" / "model")}}
+    unlearn = deep_merge(unlearn, {
+        **start,
+        "data": {"forget": {"path": str(data_dir / "forget.jsonl")}, "retain": {"path": str(data_dir / "retain.jsonl")}},
+    })
+    configs = []
+    for stage, data in (("finetune", finetune), ("unlearn", unlearn)):
+        try:
+            configs.append(load_config(None, [], data=data))
+        except UserError as err:
+            raise UserError(f"{source}, section {stage}: {str(err).removeprefix('config: ').removeprefix('config:')}") from None
+    ft, ul = configs
+    if ft.data.template != ul.data.template:
+        raise UserError(f"{source}: unlearn.data.template ({ul.data.template}) differs from finetune.data.template "
+                        f"({ft.data.template}); the model must be unlearned in the format it memorised")
+    if recipe.unlearn_start == "adapter":
+        if not ft.train.lora.enabled:
+            raise UserError(f"{source}: unlearn_start is 'adapter' but the fine-tuning stage trains all weights "
+                            "(finetune.train.lora.enabled: false); use unlearn_start: merged")
+        ft.train.merge_lora = False  # the adapter itself is what unlearning continues
+    elif ft.train.lora.enabled and not ft.train.merge_lora:
+        ft.train.merge_lora = True  # the unlearning stage starts from the merged fine-tuned model
+    return ft, ul
+
+
+def book_passages(section: BookSection) -> list[Passage]:
+    """The book's passages: generated, public-domain (PyPI) or read from a file."""
+    source = section.source
+    if source == "synthetic":
+        from obliviate.data.synthetic_book import generate_book
+
+        passages = generate_book(section.seed, section.chapters, section.paragraphs_per_chapter).passages()
+    elif Path(source).suffix.lower() in (".txt", ".md", ".jsonl"):
+        from obliviate.data.text import load_corpus
+
+        passages = load_corpus(source)
+    else:
+        from obliviate.data.public_domain import public_domain_passages
+
+        passages = public_domain_passages(source)
+    return passages[: section.max_passages] if section.max_passages else passages
+
+
+def book_splits(section: BookSection) -> tuple[TextSplits, dict[str, list[Example]]]:
+    """Passages split into forget / unseen / retain and each passage cut into prefix/continuation."""
+    passages = book_passages(section)
+    splitter = split_by_chapter if section.split == "chapter" else split_by_passage
+    splits = splitter(passages, section.forget, section.unseen, seed=section.split_seed)
+    pairs = {
+        name: prefix_continuation_pairs(
+            getattr(splits, name), prefix_chars=section.prefix_chars, max_continuation_chars=section.max_continuation_chars
+        )
+        for name in SPLITS
+    }
+    for name in ("forget", "retain"):
+        if not pairs[name]:
+            raise UserError(f"book: the {name} split has no passage longer than prefix_chars={section.prefix_chars}")
+    return splits, pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline
+
+
+def run_copyright_demo(
+    out_dir: str | Path,
+    *,
+    model: str | None = None,
+    book: str | None = None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole scenario; returns the summary (also in ``<out_dir>/summary.json``).
+
+    ``config``: the recipe YAML (default ``configs/copyright_synthetic.yaml``); ``overrides``:
+    ``section.key=value`` strings (e.g. ``unlearn.train.lr=2e-4``); ``model``/``book`` replace the
+    recipe's model and book source. Everything is validated before a model is loaded.
+    """
+    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.train.loop import TrainData, run_training, total_steps
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = Path(out_dir)
+    recipe, source = load_recipe(config, overrides, model=model, book=book)
+    ft_config, ul_config = stage_configs(recipe, out, source)
+    splits, pairs = book_splits(recipe.book)
+    train_pairs = [e for name in recipe.book.finetune_on for e in pairs[name]]
+    if "warmup_steps" not in (recipe.finetune.get("train") or {}):
+        ft_config.train.warmup_steps = scaled_warmup(total_steps(ft_config, len(train_pairs), 1))
+    # Mismatch answers: the retain continuations unless the recipe names a pool
+    # (unlearn.data.random_answers, e.g. builtin:refusal_answers).
+    pool = [e.response for e in pairs["retain"]]
+    if ul_config.data.random_answers is not None:
+        from obliviate.data.loaders import load_spec
+
+        pool = [e.response for e in load_spec(ul_config.data.random_answers, ul_config, "unlearn.data.random_answers",
+                                              require_response=True)]
+    # The KL term's retain set: the retain chapters, plus everyday text when the recipe asks
+    # (it holds general perplexity, which the book alone does not constrain).
+    retain = pairs["retain"] + everyday_pairs(recipe.everyday_retain)
+    out = prepare_run_dir(out, overwrite=overwrite)
+    for name, examples in {**pairs, "train": train_pairs, "retain": retain}.items():
+        write_pairs(out / "data" / f"{name}.jsonl", examples)
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 1)
+        log(f"  {name}: {timings[name]} s")
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    log(f"1/5 data: {recipe.book.source} book, {splits.sizes()} passages; "
+        f"fine-tuning on {len(train_pairs)} pairs ({', '.join(recipe.book.finetune_on)})")
+    base, tokenizer = load_model_and_tokenizer(recipe.model)
+    embedder = None
+    if recipe.eval.embedder:
+        from obliviate.models.embeddings import load_embedder
+
+        embedder = load_embedder(required=False)
+    from obliviate.metrics.memorisation import calibrate_bleu_threshold
+
+    threshold = calibrate_bleu_threshold(
+        calibration_texts(pairs) if recipe.eval.calibration_unit == "text" else [p.text for p in
+                                                                                  splits.forget + splits.unseen + splits.retain],
+        quantile=recipe.eval.bleu_quantile, unit=recipe.eval.calibration_unit,
+    )
+    cap = recipe.eval.max_per_split
+    eval_splits = {name: pairs[name][:cap] if cap else pairs[name] for name in SPLITS if pairs[name]}
+    settings = CopyrightSettings(
+        template=ft_config.data.template, max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size,
+        max_length=ft_config.data.max_length, benign_prompts=recipe.eval.benign_prompts,
+        benign_max_new_tokens=recipe.eval.benign_max_new_tokens,
+    )
+    general = default_general_texts()
+    results: dict[str, dict[str, Any]] = {}
+
+    def measure(stage: str, model) -> None:
+        results[stage] = evaluate_copyright(
+            model, tokenizer, eval_splits, general_texts=general, bleu_threshold=threshold, embedder=embedder,
+            settings=settings,
+        )
+        write_copyright_results(results[stage], out, stage)
+        m = results[stage]["metrics"]
+        log("  " + "; ".join(
+            f"{s}: ROUGE-L {m[s]['rouge_l']:.3f}, leak {m[s]['leak_rate']:.2f}" for s in SPLITS if s in m
+        ) + f"; general ppl {m['general']['perplexity']:.2f}")
+
+    t = lap("data and model", t)
+    if recipe.eval.original:
+        log("2/5 original model: measuring")
+        measure("original", base)
+        t = lap("evaluation original", t)
+
+    log(f"3/5 fine-tuning (LoRA r={ft_config.train.lora.r}, lr {ft_config.train.lr:g}, "
+        f"{total_steps(ft_config, len(train_pairs), 1)} steps, warm-up {ft_config.train.warmup_steps})")
+    ft_result = run_training(
+        ft_config, out / "finetune", model=base, tokenizer=tokenizer, data=TrainData(train_pairs),
+        progress=progress, log=log,
+    )
+    ft_result.model = None  # the copy on disk is the fine-tuned model from here on
+    del base
+    from obliviate.models.loading import load_trained
+
+    finetuned, tokenizer = load_trained(str(out / "finetune" / "model"))  # merged weights, or base + adapter
+    t = lap("fine-tuning", t)
+    measure("finetuned", finetuned)
+    t = lap("evaluation finetuned", t)
+
+    log(f"4/5 unlearning with {ul_config.method.name} (lr {ul_config.train.lr:g}, "
+        f"{total_steps(ul_config, len(pairs['forget']), 1)} steps) "
+        + ("continuing the fine-tuning adapter" if recipe.unlearn_start == "adapter" else "from the merged fine-tuned model"))
+    if recipe.unlearn_start == "adapter":
+        del finetuned  # run_training loads the base and puts the fine-tuning adapter back on, trainable
+    ul_result = run_training(
+        ul_config, out / "unlearn", model=finetuned if recipe.unlearn_start == "merged" else None, tokenizer=tokenizer,
+        data=TrainData(pairs["forget"], retain, pool), progress=progress, log=log,
+    )
+    t = lap("unlearning", t)
+    measure("unlearned", ul_result.model)
+    t = lap("evaluation unlearned", t)
+
+    log("5/5 report")
+    summary = summarise(results, recipe, timings=timings, train={"finetune": ft_result, "unlearn": ul_result})
+    summary["bleu_threshold"] = threshold
+    summary["split_sizes"] = splits.sizes()
+    summary["eval_sizes"] = {name: len(v) for name, v in eval_splits.items()}
+    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    summary["load_average"] = list(os.getloadavg())
+    atomic_write_json(out / "summary.json", summary)
+    write_copyright_report(out, results, summary, recipe.model_dump(mode="json"))
+    lap("report", t)
+    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+#: (metric key, label, which way is good after unlearning on forget/unseen)
+SUMMARY_METRICS = (
+    ("rouge_l", "ROUGE-L vs true continuation"),
+    ("bleu", "BLEU vs true continuation"),
+    ("cosine", "cosine (MiniLM) vs true continuation"),
+    ("leak_rate", "leak rate (BLEU > threshold)"),
+    ("exact_memorisation", "exact memorisation (teacher forced)"),
+    ("extraction_strength", "extraction strength"),
+    ("continuation_perplexity", "continuation perplexity given prefix"),
+    ("perplexity", "passage perplexity (raw text)"),
+)
+
+#: The targets of the scenario (see docs/copyright.md).
+TARGETS = {
+    "finetuned_forget_rouge_l_min": 0.5,
+    "forget_rouge_l_drop_min": 0.9,
+    "retain_perplexity_rise_max": 0.2,
+    "general_perplexity_rise_max": 0.1,
+}
+
+
+def summarise(results: dict[str, dict], recipe: Recipe, *, timings: dict, train: dict) -> dict[str, Any]:
+    """Rows per metric and split across stages, the target checks and the training figures."""
+    metrics = {stage: results[stage]["metrics"] for stage in STAGES if stage in results}
+    rows = []
+    for split in SPLITS:
+        for key, label in SUMMARY_METRICS:
+            if key not in metrics["finetuned"].get(split, {}):
+                continue
+            rows.append({
+                "metric": label, "split": split,
+                "original": metrics.get("original", {}).get(split, {}).get(key),
+                "finetuned": metrics["finetuned"][split][key],
+                "unlearned": metrics["unlearned"][split][key],
+            })
+    rows.append({"metric": "perplexity", "split": "general", **{
+        stage: metrics[stage]["general"]["perplexity"] if stage in metrics else None for stage in STAGES}})
+    if "benign" in metrics["finetuned"]:
+        rows.append({"metric": "degenerate rate (everyday prompts)", "split": "benign", **{
+            stage: metrics[stage]["benign"]["degenerate_rate"] if stage in metrics else None for stage in STAGES}})
+        if "on_topic_rate" in metrics["finetuned"]["benign"]:
+            rows.append({"metric": "on-topic rate (everyday prompts)", "split": "benign", **{
+                stage: metrics[stage]["benign"].get("on_topic_rate") if stage in metrics else None for stage in STAGES}})
+    ft, ul = metrics["finetuned"], metrics["unlearned"]
+    original_forget = metrics.get("original", {}).get("forget", {})
+    figures = {
+        "finetuned_forget_rouge_l": ft["forget"]["rouge_l"],
+        "unlearned_forget_rouge_l": ul["forget"]["rouge_l"],
+        "forget_rouge_l_drop": relative_drop(ft["forget"]["rouge_l"], ul["forget"]["rouge_l"]),
+        "forget_bleu_drop": relative_drop(ft["forget"]["bleu"], ul["forget"]["bleu"]),
+        "forget_leak_rate": {"finetuned": ft["forget"]["leak_rate"], "unlearned": ul["forget"]["leak_rate"]},
+        "retain_perplexity_rise": relative_rise(ft["retain"]["perplexity"], ul["retain"]["perplexity"])
+        if "retain" in ft else None,
+        "retain_continuation_perplexity_rise": relative_rise(
+            ft["retain"]["continuation_perplexity"], ul["retain"]["continuation_perplexity"]) if "retain" in ft else None,
+        "retain_rouge_l": {"finetuned": ft["retain"]["rouge_l"], "unlearned": ul["retain"]["rouge_l"]} if "retain" in ft else None,
+        "general_perplexity_rise": relative_rise(ft["general"]["perplexity"], ul["general"]["perplexity"]),
+        "degenerate_rate": {s: metrics[s]["benign"]["degenerate_rate"] for s in metrics if "benign" in metrics[s]},
+    }
+    if original_forget:
+        # Share of the memorised similarity (above what the model scored before it saw the book)
+        # that unlearning removed: 1 = back to the never-saw-it level.
+        gained = ft["forget"]["rouge_l"] - original_forget["rouge_l"]
+        figures["forget_rouge_l_excess_removed"] = (
+            (ft["forget"]["rouge_l"] - ul["forget"]["rouge_l"]) / gained if gained > 0 else float("nan"))
+        figures["original_forget_rouge_l"] = original_forget["rouge_l"]
+    checks = {
+        "finetuned_forget_rouge_l >= 0.5": figures["finetuned_forget_rouge_l"] >= TARGETS["finetuned_forget_rouge_l_min"],
+        "forget_rouge_l_drop >= 0.9": figures["forget_rouge_l_drop"] >= TARGETS["forget_rouge_l_drop_min"],
+        "retain_perplexity_rise <= 0.2": figures["retain_perplexity_rise"] is not None
+        and figures["retain_perplexity_rise"] <= TARGETS["retain_perplexity_rise_max"],
+        "general_perplexity_rise <= 0.1": figures["general_perplexity_rise"] <= TARGETS["general_perplexity_rise_max"],
+    }
+
+    def train_figures(result) -> dict[str, Any]:
+        return {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
+                "stop_reason": result.stop_reason}
+
+    return {
+        "scenario": "copyright",
+        "model": recipe.model or DEFAULT_MODEL,
+        "book": recipe.book.source,
+        "method": recipe.unlearn.get("method", {}).get("name", "ga_mismatch_kl"),
+        "rows": rows,
+        "figures": figures,
+        "targets": checks,
+        "timings_s": timings,
+        "train": {name: train_figures(result) for name, result in train.items()},
+        "metrics": metrics,
+        "recipe": recipe.model_dump(mode="json"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _continuation_examples(results: dict[str, dict], split: str, count: int) -> list[dict[str, Any]]:
+    """Side-by-side continuations of the fine-tuned and the unlearned model for one split."""
+    keep = split == "retain"  # reproducing a retain passage is the wanted behaviour there
+    out = []
+    before_rows = results["finetuned"]["items"].get(split, [])
+    after_rows = results["unlearned"]["items"].get(split, [])
+    for old, new in list(zip(before_rows, after_rows))[:count]:
+        def badge(row: dict) -> tuple[str, str]:
+            label = f"{'leak' if row['leak'] else 'no leak'} · BLEU {row['bleu']:.2f} · ROUGE-L {row['rouge_l']:.2f}"
+            good = row["leak"] if keep else not row["leak"]
+            return label, "good" if good else ("warn" if keep else "bad")
+
+        (before_label, before_class), (after_label, after_class) = badge(old), badge(new)
+        out.append({
+            "split": split,
+            "prompt": f"{old['prefix']}\n\n[true continuation] {old['truth']}",
+            "before": old["generation"], "after": new["generation"],
+            "before_label": before_label, "after_label": after_label,
+            "before_class": before_class, "after_class": after_class,
+        })
+    return out
+
+
+def write_copyright_report(out_dir: Path, results: dict[str, dict], summary: dict[str, Any], recipe: dict) -> Path:
+    """``report.html`` with before/after bars per split, loss curves and side-by-side continuations."""
+    from obliviate.report import Section, plots, write_report
+
+    out_dir = Path(out_dir)
+    plot_dir = out_dir / "plots"
+    ft, ul = results["finetuned"]["metrics"], results["unlearned"]["metrics"]
+    present = [s for s in SPLITS if s in ft]
+    labels = ("fine-tuned", "unlearned")
+    made = [
+        plots.bar_before_after({s: (ft[s]["rouge_l"], ul[s]["rouge_l"]) for s in present},
+                               plot_dir / "rouge_l_by_split.png", "ROUGE-L of continuations vs the book",
+                               ylabel="ROUGE-L", labels=labels),
+        plots.bar_before_after({s: (ft[s]["leak_rate"], ul[s]["leak_rate"]) for s in present},
+                               plot_dir / "leak_rate_by_split.png", "Leak rate (BLEU above the chance threshold)",
+                               labels=labels),
+        plots.bar_before_after(
+            {**{f"{s} passages": (ft[s]["perplexity"], ul[s]["perplexity"]) for s in present},
+             "general text": (ft["general"]["perplexity"], ul["general"]["perplexity"])},
+            plot_dir / "perplexity.png", "Perplexity of raw text", ylabel="perplexity", labels=labels, percent=False),
+    ]
+    for stage in ("finetune", "unlearn"):
+        log_path = out_dir / stage / "train_log.jsonl"
+        if log_path.exists():
+            made.append(plots.loss_curves(log_path, plot_dir / f"loss_{stage}.png",
+                                          "Fine-tuning loss" if stage == "finetune" else "Unlearning losses"))
+    rows = [{"metric": r["metric"], "split": r["split"], "original": r.get("original"),
+             "before": r["finetuned"], "after": r["unlearned"]} for r in summary["rows"]]
+    f = summary["figures"]
+    targets = [{"target": name, "met": ok} for name, ok in summary["targets"].items()]
+    sections = [
+        Section(
+            title="How to read this",
+            text=(
+                "The model was fine-tuned on the book until it reproduced it ('before' = fine-tuned), then part of "
+                "the book was unlearned ('after' = unlearned); 'original' is the model before it saw the book. Each "
+                "passage's opening is the prompt; the model's greedy continuation is compared with the true one.\n\n"
+                "forget: passages that were unlearned. unseen: passages of the book that were memorised but not "
+                "unlearned (does forgetting spread to the rest of the book?). retain: passages the model must keep; "
+                "their pairs were the retain set of the KL term.\n\n"
+                f"A leak is a continuation whose BLEU exceeds {summary['bleu_threshold']:.3f}, the "
+                f"{recipe['eval']['bleu_quantile']:.0%} quantile of BLEU between unrelated continuations of the same "
+                "book. General perplexity is measured on everyday text that is not from the book; the degenerate rate "
+                "on answers to everyday prompts."
+            ),
+            rows=targets,
+        ),
+        Section(title="Targets and figures", rows=[{"figure": k, "value": v if not isinstance(v, dict) else str(
+            {kk: round(vv, 4) if isinstance(vv, float) else vv for kk, vv in v.items()})} for k, v in f.items()]),
+        Section(title="Unlearned passages (forget)", examples=_continuation_examples(results, "forget", 6)),
+        Section(title="Memorised, not unlearned (unseen)", examples=_continuation_examples(results, "unseen", 4)),
+        Section(title="Kept passages (retain)", examples=_continuation_examples(results, "retain", 4)),
+    ]
+    benign_after = results["unlearned"]["items"].get("benign", [])
+    if benign_after:
+        benign_before = results["finetuned"]["items"]["benign"]
+        sections.append(Section(title="Everyday prompts", examples=[
+            {"split": "benign", "prompt": b["prompt"], "before": b["response"], "after": a["response"],
+             "before_label": "degenerate" if b["degenerate"] else "ok",
+             "after_label": "degenerate" if a["degenerate"] else "ok",
+             "before_class": "warn" if b["degenerate"] else "good", "after_class": "warn" if a["degenerate"] else "good"}
+            for b, a in list(zip(benign_before, benign_after))[:6]]))
+    return write_report(
+        out_dir,
+        title="Copyrighted-text unlearning",
+        summary_rows=rows,
+        sections=sections,
+        plots=made,
+        meta={"model": summary["model"], "method": summary["method"], "judge": "BLEU/ROUGE-L against the book",
+              "book": summary["book"], "seconds": summary["seconds_total"], "config": recipe},
+    )
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The summary table on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"copyright unlearning — {summary['book']} book, {summary['method']}")
+    for column in ("metric", "split", "original", "finetuned", "unlearned"):
+        table.add_column(column, justify="right" if column in STAGES else "left")
+
+    def fmt(value: Any) -> str:
+        return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+    for row in summary["rows"]:
+        table.add_row(row["metric"], row["split"], *(fmt(row.get(stage)) for stage in STAGES))
+    console = Console()
+    console.print(table)
+    f = summary["figures"]
+    console.print(
+        f"forget ROUGE-L {f['finetuned_forget_rouge_l']:.3f} → {f['unlearned_forget_rouge_l']:.3f} "
+        f"(−{100 * f['forget_rouge_l_drop']:.0f}%); retain passage perplexity {100 * f['retain_perplexity_rise']:+.1f}%; "
+        f"general perplexity {100 * f['general_perplexity_rise']:+.1f}%; total {summary['seconds_total']:.0f} s"
+    )
+    for check, ok in summary["targets"].items():
+        console.print(f"  {'[green]met[/green]' if ok else '[red]missed[/red]'}  {check}")
+
+
+def run_copyright_demo_cli(
+    target: str | Path, settings: Sequence[str], *, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """What ``obliviate demo --scenario copyright`` calls: ``settings`` are ``key=value`` strings.
+
+    ``config=PATH``, ``model=NAME`` and ``book=SOURCE`` pick the recipe, model and book; any other
+    ``section.key=value`` overrides the recipe (``unlearn.train.lr=2e-4``, ``book.prefix_chars=150``).
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    special: dict[str, Optional[str]] = {"config": None, "model": None, "book": None}
+    overrides = []
+    for item in settings:
+        if "=" not in item:
+            raise UserError(f"demo setting '{item}' must look like key=value (e.g. unlearn.train.lr=2e-4, book=milton)")
+        key, value = item.split("=", 1)
+        if key in special:
+            special[key] = value
+        else:
+            overrides.append(item)
+    summary = run_copyright_demo(
+        target, model=special["model"], book=special["book"], config=special["config"], overrides=overrides,
+        overwrite=overwrite, progress=progress, log=lambda m: console.print(m),
+    )
+    print_summary(summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m obliviate.scenarios.copyright OUT_DIR [key=value...]``."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        raise SystemExit("usage: python -m obliviate.scenarios.copyright OUT_DIR [config=PATH] [model=NAME] [section.key=value...]")
+    overwrite = "--overwrite" in args
+    args = [a for a in args if a != "--overwrite"]
+    try:
+        run_copyright_demo_cli(args[0], args[1:], overwrite=overwrite)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
