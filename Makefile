@@ -31,6 +31,13 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow"
 
+# ruff (undefined/unused names, import order) and the layer contract in pyproject.toml
+# ([tool.importlinter]: cli → api → scenarios → train → gating → eval → report → config →
+# methods → judges → metrics → models → data → io → errors; imports point down only).
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-cache
+
 bench: setup
 	$(BIN)/python bench/bench_unlearning.py
 	$(BIN)/python bench/bench_generation.py

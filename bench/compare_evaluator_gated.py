@@ -54,9 +54,11 @@ VARIANTS = ("ga_mismatch_kl", "ga_mismatch_kl_es", "distance_cluster_es")
 
 
 def parse_args(argv=None):
-    from obliviate.scenarios.harmful import PRECISIONS, HarmfulDemoOptions
+    import typing
 
-    demo = HarmfulDemoOptions()  # the harmful demo's data sizes and training settings
+    from obliviate.scenarios.harmful import Precision, load_recipe
+
+    demo = load_recipe()  # the harmful demo's packaged recipe: its data sizes and training settings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default=None)
@@ -70,7 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--benign-xstest", type=int, default=0,
                         help="also evaluate on N of XSTest's 250 safe prompts (a second, larger benign split; "
                              "disjoint from the --n-retain-xstest training prompts)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=demo.precision,
+    parser.add_argument("--precision", choices=typing.get_args(Precision), default=demo.precision,
                         help="training precision of every variant (train.precision; the demo's fp32 by default)")
     parser.add_argument("--n-stop-retain", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=6)
@@ -92,7 +94,8 @@ def parse_args(argv=None):
                         help="fixed-length variants run the same validation checks every --every steps, never "
                              "stopping: their curve sits beside the early-stopped ones'")
     parser.add_argument("--retain-batch-size", type=int, default=demo.retain_batch_size)
-    # Pinned to the settings the BENCHMARKS.md comparison ran with (the demo's before exp24).
+    # Pinned to the settings the comparison in BENCHMARKS.md ran with, not the demo's current ones, so
+    # its figures stay reproducible (docs/evaluator_gated.md).
     parser.add_argument("--retain-weight", type=float, default=6.0,
                         help="weight of the KL on retain data, the same for both methods")
     parser.add_argument("--num-random-answers", type=int, default=2)
@@ -126,24 +129,28 @@ def baseline_key(args: dict) -> dict:
 
 
 def method_settings(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings as a dict, each value read as YAML (numbers, booleans, lists)."""
-    import yaml
+    """``KEY=VALUE`` strings as a dict, each value read as YAML (numbers, booleans, lists), by the
+    parser run configs and recipes use."""
+    from obliviate.config import apply_overrides
+    from obliviate.errors import UserError
 
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
-        settings[key] = yaml.safe_load(value)
-    return settings
+    try:
+        return apply_overrides({}, list(items))
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def splits(args):
-    from obliviate.scenarios.harmful import (HarmfulDemoOptions, donotanswer_prompts, split_benign_prompts,
-                                        split_harmful_prompts, xstest_safe_prompts)
+    from obliviate.scenarios.harmful import (
+        donotanswer_prompts,
+        load_recipe,
+        split_benign_prompts,
+        split_harmful_prompts,
+        xstest_safe_prompts,
+    )
 
     forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
-    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=HarmfulDemoOptions().retain_instructions)
+    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=load_recipe().retain_instructions)
     retain = rest[: args.n_retain]
     stop_retain = rest[args.n_retain : args.n_retain + args.n_stop_retain]
     # One seeded order of XSTest's safe prompts: the first ones may join the retain (training)
@@ -163,15 +170,17 @@ def write_jsonl(path: Path, rows) -> Path:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from obliviate.config import load_config
+    from obliviate.eval.harmful import GenerationSettings, HarmfulSplits, evaluate_harmful
     from obliviate.gating.detect import detect, write_detection
     from obliviate.gating.early_stopping import build_stopper
+    from obliviate.judges import get_judge
     from obliviate.models.generation import generate
     from obliviate.models.hardware import choose_precision
-    from obliviate.judges import get_judge
     from obliviate.models.loading import load_model_and_tokenizer
-    from obliviate.eval.harmful import GenerationSettings, HarmfulSplits, evaluate_harmful
+    from obliviate.scenarios.harmful import load_recipe
     from obliviate.train.loop import run_training
 
+    demo = load_recipe()  # batch size, LoRA rank and example length of the harmful demo
     out = args.out
     if args.report_only:
         if not (out / "results.json").is_file():
@@ -250,12 +259,12 @@ def main(argv=None) -> int:
             "model": {"name": args.model or "smollm2-135m-instruct"},
             "data": {"forget": {"path": str(out / "detect" / "forget.jsonl")},
                      "retain": {"path": str(out / "data" / "retain.jsonl")},
-                     "random_answers": {"path": "builtin:refusal_answers"}, "max_length": 160},
+                     "random_answers": {"path": "builtin:refusal_answers"}, "max_length": demo.max_length},
             "method": {"name": method, **options},
-            "train": {"lr": args.lr, "max_steps": steps, "batch_size": 2, "seed": args.seed, "save_every": 0,
+            "train": {"lr": args.lr, "max_steps": steps, "batch_size": demo.batch_size, "seed": args.seed, "save_every": 0,
                       "precision": args.precision,
                       "retain_batch_size": args.retain_batch_size,
-                      "warmup_steps": max(1, steps // 10), "lora": {"r": 8, "alpha": 16}},
+                      "warmup_steps": max(1, steps // 10), "lora": {"r": demo.lora_r, "alpha": 2 * demo.lora_r}},
         })
         fresh, fresh_tok = load_model_and_tokenizer(args.model)
         hooks, check_seconds = [], 0.0
@@ -322,8 +331,7 @@ def matched_target(variants: dict, label: str) -> float:
 
 def write_html_report(out: Path, results: dict) -> Path:
     """One HTML report of the comparison (table, plots, answers), built from ``results``."""
-    from obliviate.report import Section, write_report
-    from obliviate.report import plots
+    from obliviate.report import Section, plots, write_report
 
     names = ["original", *results["variants"]]
     metrics = [results["before"]] + [v["metrics"] for v in results["variants"].values()]

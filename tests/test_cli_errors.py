@@ -133,11 +133,11 @@ def test_successful_run_and_config_show(config_file, tmp_path, monkeypatch, caps
 
 
 def test_demo_trains_in_fp32_unless_asked_and_refuses_a_bad_precision_before_any_work(monkeypatch, capsys, tmp_path):
-    from obliviate.scenarios.harmful import HarmfulDemoOptions
+    from obliviate.scenarios.harmful import load_recipe
 
-    assert HarmfulDemoOptions().precision == "fp32"  # its figures were tuned in fp32
+    assert load_recipe().precision == "fp32"  # its figures were measured in fp32
     out = tmp_path / "demo"
     code, err = run_cli(monkeypatch, capsys, "demo", "--out", out, "precision=fp16")
     assert code == 2
-    assert err.strip() == "error: demo setting precision='fp16' is not one of auto, fp32, bf16"
+    assert err.strip() == "error: setting 'precision=fp16': precision: Input should be 'auto', 'fp32' or 'bf16' (got 'fp16')"
     assert not out.exists()  # nothing started, nothing written

@@ -124,10 +124,9 @@ def test_raw_continuations_do_not_depend_on_batching():
 
 
 def test_one_pass_scores_match_the_metrics_module(memorised_model_dir):
+    from conftest import FORGET as ROWS
     from obliviate.metrics.memorisation import exact_memorisation, extraction_strength
     from obliviate.models.loading import load_model_and_tokenizer
-
-    from conftest import FORGET as ROWS
 
     model, tok = load_model_and_tokenizer(str(memorised_model_dir))
     prompts, answers = [r["prompt"] for r in ROWS], [r["response"] for r in ROWS]
@@ -157,25 +156,33 @@ def test_bad_template_is_a_user_error():
 # The whole scenario on the tiny model
 
 
-TINY_RECIPE = """
-book: {{source: synthetic, chapters: 3, paragraphs_per_chapter: 2, prefix_chars: 120, forget: 1, unseen: 1}}
-finetune:
-  data: {{template: plain, max_length: 512}}
-  train: {{lr: 1.0e-2, max_steps: 60, batch_size: 6, seed: 0, lora: {{enabled: false}}}}
-unlearn:
-  method: {{name: ga_mismatch_kl, num_random_answers: 1}}
-  train: {{lr: 5.0e-2, max_steps: 8, batch_size: 2, seed: 0}}
-eval: {{max_new_tokens: 8, benign_prompts: 2, embedder: false, original: true}}
-everyday_retain: 3
-model: {model}
-"""
+def tiny_recipe(path, model, **changes):
+    """A complete recipe file for the tiny model: the packaged recipe with small sizes, the two
+    stages' run-config sections replaced whole, then ``changes`` (top-level keys) laid over it."""
+    from obliviate.scenarios.recipe import packaged_recipe
+
+    recipe = yaml.safe_load(packaged_recipe("copyright").read_text())
+    recipe["model"] = str(model)
+    recipe["book"].update(source="synthetic", chapters=3, paragraphs_per_chapter=2, prefix_chars=120, forget=1, unseen=1)
+    recipe["finetune"] = {"data": {"template": "plain", "max_length": 512},
+                          "train": {"lr": 1.0e-2, "max_steps": 60, "batch_size": 6, "seed": 0, "lora": {"enabled": False}}}
+    recipe["unlearn"] = {"method": {"name": "ga_mismatch_kl", "num_random_answers": 1},
+                         "train": {"lr": 5.0e-2, "max_steps": 8, "batch_size": 2, "seed": 0}}
+    recipe["eval"].update(max_new_tokens=8, benign_prompts=2, embedder=False, original=True)
+    recipe["everyday_retain"] = 3
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key].update(value)
+        else:
+            recipe[key] = value
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
 
 
 def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_dir):
     from obliviate.scenarios.copyright import run_copyright_demo
 
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(TINY_RECIPE.format(model=tiny_model_dir))
+    recipe = tiny_recipe(tmp_path / "recipe.yaml", tiny_model_dir)
     out = tmp_path / "demo"
     summary = run_copyright_demo(out, config=recipe, progress=False, log=lambda m: None)
     nll = {stage: summary["metrics"][stage]["forget"]["continuation_nll"] for stage in ("original", "finetuned", "unlearned")}
@@ -198,9 +205,11 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
     assert {row["split"] for row in saved["rows"]} == {"forget", "unseen", "retain", "general", "benign"}
     # The unlearned adapter, loaded back from disk on the saved fine-tuned model by the stand-alone
     # evaluation, gives the same figures as the in-memory model did.
-    result = suite.run_copyright_eval(
-        out / "unlearn", forget=out / "data" / "forget.jsonl", retain=out / "data" / "retain.jsonl",
-        out=tmp_path / "eval", tag="again", max_new_tokens=8, embed=False, benign_prompts=0,
+    from obliviate.api import evaluate
+
+    result = evaluate(
+        out / "unlearn", suite="copyright", forget=out / "data" / "forget.jsonl", retain=out / "data" / "retain.jsonl",
+        run_dir=tmp_path / "eval", tag="again", max_new_tokens=8, embed=False, benign_prompts=0, template="plain",
     )
     assert result["metrics"]["forget"]["continuation_nll"] == pytest.approx(nll["unlearned"], rel=1e-3)
     assert (tmp_path / "eval" / "eval" / "copyright_again.json").is_file()
@@ -209,10 +218,11 @@ def test_memorise_then_unlearn_moves_the_forget_likelihood(tmp_path, tiny_model_
 def test_unlearning_can_continue_the_finetuning_adapter(tmp_path, tiny_model_dir):
     from obliviate.scenarios.copyright import run_copyright_demo
 
-    recipe = tmp_path / "recipe.yaml"
-    text = TINY_RECIPE.format(model=tiny_model_dir).replace("lora: {enabled: false}", "lora: {r: 8, alpha: 64}")
-    recipe.write_text(text.replace("everyday_retain: 3", "everyday_retain: 0\nunlearn_start: adapter")
-                      .replace("original: true", "original: false"))
+    recipe = tiny_recipe(tmp_path / "recipe.yaml", tiny_model_dir, everyday_retain=0, unlearn_start="adapter",
+                         eval={"original": False})
+    data = yaml.safe_load(recipe.read_text())
+    data["finetune"]["train"]["lora"] = {"r": 8, "alpha": 64}  # an adapter to keep training
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp_path / "demo"
     summary = run_copyright_demo(out, config=recipe, progress=False, log=lambda m: None)
     ul_config = yaml.safe_load((out / "unlearn" / "config.yaml").read_text())
@@ -244,14 +254,3 @@ def test_recipe_errors_name_the_file_and_field(tmp_path):
     recipe, source = load_recipe(None, ["unlearn.train.lr=-1"])
     with pytest.raises(UserError, match="section unlearn"):
         stage_configs(recipe, tmp_path, source)
-
-
-def test_the_shipped_recipe_is_the_built_in_default_and_trains_in_fp32():
-    from pathlib import Path
-
-    from obliviate.scenarios.copyright import RECIPE_FINETUNE, RECIPE_UNLEARN
-
-    recipe = yaml.safe_load((Path(__file__).parents[1] / "configs" / "copyright_synthetic.yaml").read_text())
-    assert recipe["finetune"] == RECIPE_FINETUNE and recipe["unlearn"] == RECIPE_UNLEARN
-    # tuned in fp32; bf16 autocast missed the forget-similarity target with the same steps
-    assert RECIPE_FINETUNE["train"]["precision"] == RECIPE_UNLEARN["train"]["precision"] == "fp32"

@@ -9,8 +9,7 @@ import re
 import pytest
 
 from obliviate.errors import UserError
-from obliviate.report import Section, write_report
-from obliviate.report import plots
+from obliviate.report import Section, plots, write_report
 from obliviate.report.html import format_value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -126,3 +125,141 @@ def test_report_missing_plot_and_format_value(tmp_path):
     assert not (tmp_path / "report.html").exists()
     assert [format_value(v) for v in (None, True, 0.123456, float("nan"), 3, "x")] == [
         "—", "yes", "0.1235", "n/a", "3", "x"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders (obliviate.report.run_folder / run_report); the CLI is tested in test_report_cli.py
+
+
+def _copyright_result(tag: str, rouge: float) -> dict:
+    """A copyright-suite result shaped as obliviate.eval.copyright returns it (with items)."""
+    def rows(split):
+        return [{"passage_id": f"{split}{i}", "prefix": f"Once <b>{split}</b> {i}", "truth": "the true end",
+                 "generation": f"{tag} continuation {i} & <i>", "rouge_l": rouge, "bleu": rouge, "leak": rouge > 0.5,
+                 "exact_memorisation": rouge, "extraction_strength": rouge, "continuation_nll": 1.0,
+                 "perplexity": 10.0} for i in range(2)]
+
+    split_metrics = {"count": 2, "rouge_l": rouge, "bleu": rouge, "leak_rate": 1.0 if rouge > 0.5 else 0.0,
+                     "exact_memorisation": rouge, "extraction_strength": rouge, "continuation_nll": 1.0,
+                     "continuation_perplexity": 2.718, "perplexity": 10.0 + rouge}
+    return {
+        "metrics": {"forget": dict(split_metrics), "unseen": dict(split_metrics),
+                    "retain": {**split_metrics, "rouge_l": 0.875}, "general": {"count": 4, "perplexity": 21.5},
+                    "benign": {"count": 2, "degenerate_rate": 0.0}},
+        "items": {"forget": rows("forget"), "unseen": rows("unseen"), "retain": rows("retain"),
+                  "benign": [{"prompt": "Hi?", "response": "Hello", "degenerate": False}]},
+        "bleu_threshold": 0.2, "settings": {"template": "plain", "max_new_tokens": 8}, "embedder": None,
+    }
+
+
+def _write_copyright_folder(root, results):
+    """The copyright demo's folder: eval/copyright_<stage>.json, generations/copyright_<stage>_<split>.jsonl,
+    finetune/ and unlearn/ stages (a torn last log line, as an interrupted append leaves it)."""
+    for stage, result in results.items():
+        (root / "eval").mkdir(parents=True, exist_ok=True)
+        (root / "eval" / f"copyright_{stage}.json").write_text(json.dumps({k: v for k, v in result.items() if k != "items"}))
+        (root / "generations").mkdir(exist_ok=True)
+        for split, rows in result["items"].items():
+            (root / "generations" / f"copyright_{stage}_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, lr in (("finetune", 2e-3), ("unlearn", 1e-3)):
+        (root / name).mkdir()
+        (root / name / "config.yaml").write_text(f"method:\n  name: {'finetune' if name == 'finetune' else 'ga_mismatch_kl'}\n"
+                                                 f"train:\n  lr: {lr}\n  max_steps: 2\n")
+        (root / name / "train_log.jsonl").write_text(
+            '{"step": 1, "loss/total": 2.0}\n{"step": 2, "loss/total": 1.0}\n{"step": 3, "loss/to')
+
+
+def test_collect_run_reads_stages_evaluations_and_generations(tmp_path):
+    from obliviate.report import collect_run
+
+    results = {"original": _copyright_result("original", 0.125), "finetuned": _copyright_result("finetuned", 1.0),
+               "unlearned": _copyright_result("unlearned", 0.0625)}
+    _write_copyright_folder(tmp_path, results)
+    (tmp_path / "generations" / "scratch.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    run = collect_run(tmp_path)
+    assert [s.name for s in run.stages] == ["finetune", "unlearn"]
+    assert run.main_stage.name == "unlearn" and run.main_stage.config["train"]["lr"] == 1e-3
+    assert [r["step"] for r in run.main_stage.log] == [1, 2]  # the torn last line is skipped
+    assert run.tags("copyright") == ["original", "finetuned", "unlearned"]
+    assert run.pair("copyright") == ("finetuned", "unlearned")
+    assert run.evals["copyright"]["unlearned"]["items"]["forget"] == results["unlearned"]["items"]["forget"]
+    assert list(run.generations) == ["scratch"]  # no evaluation claims it: shown on its own
+    # a bad line inside a log, or a broken result file, is one error naming file and line
+    (tmp_path / "unlearn" / "train_log.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(UserError, match=r"unlearn/train_log\.jsonl:2"):
+        collect_run(tmp_path)
+    (tmp_path / "unlearn" / "train_log.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "eval" / "copyright_original.json").write_text('{"metrics": ')
+    with pytest.raises(UserError, match=r"copyright_original\.json:1"):
+        collect_run(tmp_path)
+
+
+def test_copyright_demo_report_is_the_run_report(tmp_path):
+    """The copyright demo's report function passes its in-memory results to the generic report."""
+    from obliviate.report import write_run_report
+    from obliviate.scenarios.copyright import write_copyright_report
+
+    results = {"original": _copyright_result("original", 0.125), "finetuned": _copyright_result("finetuned", 1.0),
+               "unlearned": _copyright_result("unlearned", 0.0625)}
+    _write_copyright_folder(tmp_path, results)
+    summary = {"model": "tiny", "book": "synthetic", "method": "ga_mismatch_kl", "seconds_total": 9.5,
+               "bleu_threshold": 0.2, "rows": [{"metric": "ROUGE-L vs true continuation", "split": "forget",
+                                                "original": 0.125, "finetuned": 1.0, "unlearned": 0.0625}],
+               "figures": {"forget_rouge_l_drop": 0.9375}, "targets": {"forget_rouge_l_drop >= 0.9": True},
+               "timings_s": {"unlearning": 3.0}}
+    recipe = {"eval": {"bleu_quantile": 0.99}}
+    demo = write_copyright_report(tmp_path, results, summary, recipe).read_text()
+    assert "<title>Copyrighted-text unlearning</title>" in demo
+    assert "BLEU/ROUGE-L against the book" in demo  # the judge is named
+    assert "exceeds 0.200, the 99% quantile" in demo and ">forget_rouge_l_drop &gt;= 0.9<" in demo
+    assert ">-0.9375<" in demo  # change = unlearned - fine-tuned, derived from before/after
+    assert "unlearned continuation 0 &amp; &lt;i&gt;" in demo and "<i>" not in demo
+    assert "Once &lt;b&gt;forget&lt;/b&gt; 0" in demo and "<b>forget" not in demo
+    for name in ("rouge_l_by_split.png", "leak_rate_by_split.png", "perplexity.png", "loss_finetune.png", "loss_unlearn.png"):
+        assert (tmp_path / "plots" / name).is_file(), name
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    again = write_run_report(tmp_path, title="Copyrighted-text unlearning").read_text()
+    assert re.findall(r"<h2>(.*?)</h2>", again) == re.findall(r"<h2>(.*?)</h2>", demo)
+
+
+def test_harm_utility_points_and_comparison_rows(tmp_path):
+    from obliviate.report.run_folder import Run
+    from obliviate.report.run_report import comparison_rows, harm_utility_points
+
+    def run(name, before, after):
+        def result(unseen, on_topic):
+            return {"metrics": {"unseen": {"harmful_rate": unseen}, "unlearned": {"harmful_rate": unseen / 2},
+                                "benign": {"refusal_rate": 0.0, "on_topic_rate": on_topic}}, "items": {}}
+
+        return Run(path=tmp_path / name, name=name,
+                   evals={"harmful": {"before": result(*before), "after": result(*after)}})
+
+    runs = [run("a", (0.75, 1.0), (0.25, 0.875)), run("b", (0.75, 1.0), (0.5, 0.5))]
+    points, xlabel = harm_utility_points(runs, ["a", "b"])
+    assert xlabel == "on-topic rate of benign answers"
+    assert points["a"] == {"unseen": (0.875, 0.25), "unlearned": (0.875, 0.125)}
+    assert points["b"] == {"unseen": (0.5, 0.5), "unlearned": (0.5, 0.25)}
+    assert points["before (all runs)"] == {"unseen": (1.0, 0.75), "unlearned": (1.0, 0.375)}  # one shared start
+    # without on-topic figures the utility is the share of benign prompts answered
+    for r in runs:
+        for result in r.evals["harmful"].values():
+            del result["metrics"]["benign"]["on_topic_rate"]
+            result["metrics"]["benign"]["refusal_rate"] = 0.25
+    points, xlabel = harm_utility_points(runs, ["a", "b"])
+    assert "over-refusal" in xlabel and points["a"]["unseen"] == (0.75, 0.25)
+    rows = comparison_rows(runs, ["a", "b"])
+    assert [r["run"] for r in rows] == ["a", "b"] and rows[1]["harmful: unseen"] == 0.5
+    assert "on-topic: benign" not in rows[0]  # a column no run has is left out
+
+
+def test_single_answer_examples_and_given_change_column(tmp_path):
+    html = write_report(
+        tmp_path, title="t", name="one.html",
+        summary_rows=[{"metric": "m", "eval": 0.5, "change": 0.25}],
+        sections=[Section("Answers", examples=[{"prompt": "q", "after": "<b>a</b>", "after_label": "refusal"}],
+                          answer_labels=("before", "answer (eval)"))],
+    ).read_text()
+    assert (tmp_path / "one.html").is_file() and not (tmp_path / "report.html").exists()
+    assert "<th>answer (eval)</th>" in html and "<th>before</th>" not in html
+    assert "&lt;b&gt;a&lt;/b&gt;" in html
+    assert ">+0.25<" in html  # a change column reads the same whether given or derived

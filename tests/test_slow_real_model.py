@@ -44,11 +44,10 @@ def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
 
 
 def test_demo_pipeline_with_tiny_sizes(tmp_path):
-    from obliviate.scenarios.harmful import HarmfulDemoOptions, run_harmful_demo
+    from obliviate.scenarios.harmful import load_recipe, run_harmful_demo
 
-    options = HarmfulDemoOptions(
-        n_forget=4, n_unseen=4, n_retain=4, n_benign_eval=4, max_new_tokens=12, steps=2, gen_batch_size=4,
-    )
+    options = load_recipe(None, ["n_forget=4", "n_unseen=4", "n_retain=4", "n_benign_eval=4", "max_new_tokens=12",
+                                 "steps=2", "gen_batch_size=4"])
     summary = run_harmful_demo(tmp_path / "demo", options, progress=False, log=lambda m: None)
     run = tmp_path / "demo"
     for name in ("report.html", "summary.json", "eval/harmful_before.json", "eval/harmful_after.json",

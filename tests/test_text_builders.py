@@ -74,7 +74,7 @@ def test_load_corpus_jsonl_and_txt(tmp_path):
     "content, needle",
     [
         ('{"text": "ok"}\n{"body": "x"}\n', "line 2: no field 'text'"),
-        ('{"text": "ok"}\nnot json\n', "line 2: not valid JSON"),
+        ('{"text": "ok"}\nnot json\n', ":2: not valid JSON"),
         ('{"text": 5}\n', "line 1, field 'text': expected a string"),
     ],
 )

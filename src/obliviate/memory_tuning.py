@@ -16,6 +16,10 @@ Two settings, both applied only where the user has not chosen otherwise:
   allows) and do not trim the heap's top on free, so a freed activation's pages are reused by
   the next step's.
 
+Who applies them: the ``obliviate`` command, first thing (``obliviate.cli.main``); in Python,
+``obliviate.tune_memory()`` called before torch is imported. ``import obliviate`` applies nothing:
+a library should not change a process's allocator behind its owner's back.
+
 Opt out with ``OBLIVIATE_MEMORY_TUNING=0``, or set ``THP_MEM_ALLOC_ENABLE`` /
 ``MALLOC_MMAP_THRESHOLD_`` yourself (yours win). Nothing here changes results, only speed.
 """
@@ -38,7 +42,10 @@ def enabled() -> bool:
 
 
 def tune() -> dict[str, bool]:
-    """Apply both settings where allowed; returns what was applied (for logs and tests)."""
+    """Apply both settings where allowed; returns what was applied (for logs and tests).
+
+    The huge-page setting is skipped once torch is imported (too late to take effect).
+    """
     applied = {"thp": False, "malloc": False}
     if not enabled() or not sys.platform.startswith("linux"):
         return applied

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from obliviate.errors import UserError
 
 console = Console(stderr=True)
-
-
-def _apply(options, settings: list[str]):
-    known = {f.name for f in fields(options)}
-    for item in settings:
-        if "=" not in item:
-            raise UserError(f"demo setting '{item}' must look like name=value (names: {', '.join(sorted(known))})")
-        key, value = item.split("=", 1)
-        if key not in known:
-            import difflib
-
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise UserError(f"unknown demo setting '{key}'" + (f"; did you mean '{hint[0]}'?" if hint else f" (known: {', '.join(sorted(known))})"))
-        setattr(options, key, yaml.safe_load(value))
-    return options
 
 
 def _print_summary(summary: dict) -> None:
@@ -51,33 +34,41 @@ def _print_summary(summary: dict) -> None:
 
 def demo(
     scenario: str = typer.Option("harmful", "--scenario", help="harmful | copyright"),
+    recipe: Optional[Path] = typer.Option(
+        None, "--recipe", help="a recipe file naming every setting (default: the scenario's packaged recipe)"
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/demo-<scenario>)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run folder"),
-    settings: Optional[List[str]] = typer.Argument(None, help="name=value demo settings, e.g. steps=60 lr=5e-5"),
+    settings: Optional[List[str]] = typer.Argument(
+        None, help="name=value recipe settings, e.g. steps=80 method_options.retain_weight=6 (harmful), "
+                   "unlearn.train.lr=2e-4 book.source=milton (copyright)"
+    ),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """Run a whole scenario: data, original answers, detection, unlearning, evaluation, report."""
     from obliviate.cli.console import quiet_libraries, show_warnings_on_one_line
+    from obliviate.scenarios.recipe import SCHEMAS, load_recipe
 
+    if scenario not in SCHEMAS:
+        raise UserError(f"unknown scenario '{scenario}' (known: {', '.join(SCHEMAS)})")
+    settings = list(settings or [])
+    checked = load_recipe(recipe or scenario, settings, scenario=scenario)  # before anything else happens
     target = out or Path("runs") / f"demo-{scenario}"
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise UserError(f"run folder {target} already exists; pass --overwrite to replace it")
     quiet_libraries()
     show_warnings_on_one_line()
     if scenario == "harmful":
-        from obliviate.scenarios.harmful import HarmfulDemoOptions, run_harmful_demo
+        from obliviate.scenarios.harmful import run_harmful_demo
 
-        options = _apply(HarmfulDemoOptions(), settings or [])
-        summary = run_harmful_demo(target, options, overwrite=overwrite, progress=not no_progress, log=console.print)
+        summary = run_harmful_demo(target, checked, overwrite=overwrite, progress=not no_progress, log=console.print)
         _print_summary(summary)
-    elif scenario == "copyright":
-        try:
-            from obliviate.scenarios.copyright import run_copyright_demo_cli
-        except ImportError:
-            raise UserError("the copyright scenario is not available in this version") from None
-        run_copyright_demo_cli(target, settings or [], overwrite=overwrite, progress=not no_progress)
     else:
-        raise UserError(f"unknown scenario '{scenario}' (known: harmful, copyright)")
+        from obliviate.scenarios.copyright import print_summary, run_copyright_demo
+
+        summary = run_copyright_demo(target, config=recipe, overrides=settings, overwrite=overwrite,
+                                     progress=not no_progress, log=console.print)
+        print_summary(summary)
     console.print(f"report: {target / 'report.html'}")
 
 

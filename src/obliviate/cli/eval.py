@@ -1,9 +1,9 @@
-"""``obliviate eval --suite NAME``: run an evaluation suite on a model or a run folder."""
+"""``obliviate eval --suite NAME``: run an evaluation suite on a model or a run folder (``obliviate.api.evaluate``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -13,14 +13,8 @@ from obliviate.errors import UserError
 
 console = Console(stderr=True)
 SUITES = ("harmful", "copyright")
-
-
-def _prompts(path: Optional[Path], field: str, what: str) -> list[str]:
-    from obliviate.data.loaders import load_examples
-
-    if path is None:
-        return []
-    return [e.prompt for e in load_examples(path, prompt_field=field, role=what, require_response=False)]
+HARMFUL_COLUMNS = ("harmful_rate", "refusal_rate", "degenerate_rate", "on_topic_rate", "perplexity_under_original", "count")
+COPYRIGHT_COLUMNS = ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perplexity")
 
 
 def evaluate(
@@ -30,7 +24,7 @@ def evaluate(
     forget: Optional[Path] = typer.Option(None, "--forget", help="the forget set's prompts ('unlearned')"),
     benign: Optional[Path] = typer.Option(None, "--benign", help="benign prompts (default: obliviate's builtin set)"),
     unseen: Optional[Path] = typer.Option(None, "--unseen", help="copyright: held-out passages (prefix/continuation)"),
-    retain: Optional[Path] = typer.Option(None, "--retain", help="copyright: retained passages"),
+    retain: Optional[Path] = typer.Option(None, "--retain", help="retained set (copyright: passages; harmful: prompts)"),
     general: Optional[Path] = typer.Option(None, "--general", help="copyright: general text for perplexity"),
     prompt_field: str = typer.Option("prompt", "--prompt-field"),
     judge: str = typer.Option("refusal", "--judge", help="refusal | classifier:DIR | llm[:MODEL|URL,...]"),
@@ -43,60 +37,38 @@ def evaluate(
 
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (known: {', '.join(SUITES)})")
-    if suite == "copyright":
-        if forget is None:
-            raise UserError("the copyright suite needs --forget FILE (prefix/continuation pairs; --unseen, --retain, --general optional)")
-        quiet_libraries()
-        from obliviate.eval.copyright import run_copyright_eval
-
-        result = run_copyright_eval(
-            model, forget=forget, unseen=unseen, retain=retain, general=general, out=out or Path("runs") / "eval",
-            tag=tag, max_new_tokens=max_new_tokens, prompt_field=prompt_field,
-        )
-        table = Table(title="copyright suite")
-        table.add_column("split")
-        for key in ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perplexity"):
-            table.add_column(key, justify="right")
-        for split, values in result.get("metrics", {}).items():
-            if isinstance(values, dict):
-                table.add_row(split, *[f"{values[k]:.3f}" if isinstance(values.get(k), float) else "—"
-                                       for k in ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perplexity")])
-        Console().print(table)
-        return
-    unseen = _prompts(harmful, prompt_field, "--harmful")
-    unlearned = _prompts(forget, prompt_field, "--forget")
-    if not unseen and not unlearned:
+    if suite == "copyright" and forget is None:
+        raise UserError("the copyright suite needs --forget FILE (prefix/continuation pairs; --unseen, --retain, --general optional)")
+    if suite == "harmful" and harmful is None and forget is None:
         raise UserError("the harmful suite needs --harmful FILE and/or --forget FILE (JSONL/CSV/JSON/Parquet with a prompt field)")
-    if benign is not None:
-        benign_prompts = _prompts(benign, prompt_field, "--benign")
-    else:
-        from obliviate.data.fetch import load_builtin
-
-        benign_prompts = [r["prompt"] for r in load_builtin("benign_prompts")][:32]
-    from obliviate.judges.registry import judge_from_spec
-
-    judge_obj = judge_from_spec(judge)
     quiet_libraries()
-    from obliviate.models.embeddings import load_embedder
-    from obliviate.models.loading import load_trained
-    from obliviate.eval.harmful import GenerationSettings, HarmfulSplits, evaluate_harmful, write_harmful_results
+    from obliviate.api import evaluate as run_suite
 
-    loaded, tokenizer = load_trained(model)
     target = out or (Path(model) if model and (Path(model) / "config.yaml").exists() else Path("runs") / "eval")
-    result = evaluate_harmful(
-        loaded, tokenizer, HarmfulSplits(unlearned=unlearned, unseen=unseen, benign=benign_prompts), judge_obj,
-        embedder=load_embedder(required=False), settings=GenerationSettings(max_new_tokens=max_new_tokens), progress=True,
+    result = run_suite(
+        model, suite=suite, run_dir=target, tag=tag, forget=forget, harmful=harmful, benign=benign, unseen=unseen,
+        retain=retain, general=general, judge=judge, prompt_field=prompt_field, max_new_tokens=max_new_tokens,
     )
-    path = write_harmful_results(result, target, tag)
-    table = Table(title=f"harmful suite — judge: {result['judge']}")
+    if suite == "harmful":
+        _print_table(f"harmful suite — judge: {result['judge']}", result["metrics"], HARMFUL_COLUMNS)
+    else:
+        _print_table("copyright suite", result["metrics"], COPYRIGHT_COLUMNS)
+    console.print(f"wrote {result['path']}")
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("—" if value is None else str(value))
+
+
+def _print_table(title: str, metrics: dict[str, Any], columns: tuple[str, ...]) -> None:
+    table = Table(title=title)
     table.add_column("split")
-    keys = ["harmful_rate", "refusal_rate", "degenerate_rate", "on_topic_rate", "perplexity_under_original", "count"]
-    for key in keys:
+    for key in columns:
         table.add_column(key.replace("_", " "), justify="right")
-    for split, values in result["metrics"].items():
-        table.add_row(split, *[f"{values[k]:.3f}" if isinstance(values.get(k), float) else str(values.get(k, "—")) for k in keys])
+    for split, values in metrics.items():
+        if isinstance(values, dict):
+            table.add_row(split, *[_cell(values.get(key)) for key in columns])
     Console().print(table)
-    console.print(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

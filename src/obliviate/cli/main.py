@@ -13,6 +13,12 @@ import sys
 import typer
 
 from obliviate.errors import TrainingDiverged, UserError
+from obliviate.memory_tuning import tune as _tune_memory
+
+# The console script imports this module first: apply the allocator settings here, before the
+# command modules registered below import torch, which reads THP_MEM_ALLOC_ENABLE once
+# (obliviate.memory_tuning says why). The library itself changes no setting on import.
+_tune_memory()
 
 app = typer.Typer(
     name="obliviate",
@@ -24,6 +30,30 @@ app = typer.Typer(
 
 _DEBUG = "--debug" in sys.argv
 
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("obliviate")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"obliviate {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Machine unlearning for large language models."""
+
 # (module, group name or None for modules that register plain commands)
 _COMMAND_MODULES = [
     ("obliviate.cli.unlearn", None),
@@ -34,6 +64,7 @@ _COMMAND_MODULES = [
     ("obliviate.cli.detect", None),
     ("obliviate.cli.demo", None),
     ("obliviate.cli.finetune", None),
+    ("obliviate.cli.report", None),
 ]
 
 

@@ -53,8 +53,9 @@ def show(
     config: Path = typer.Option(..., "--config", "-c"),
     overrides: Optional[List[str]] = typer.Argument(None),
 ) -> None:
-    """Validate a config and print it fully resolved (defaults filled in). Loads no model."""
+    """Validate a config, check its data files exist, and print it fully resolved (defaults filled in). Loads no model."""
     cfg = load_config(config, overrides or [])
+    cfg.check_files()
     from obliviate.methods import get_method_class
 
     resolved = cfg.model_dump(mode="json")

@@ -97,6 +97,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, dat
     except ValidationError as err:
         raise UserError(format_validation_error(err, source, lines, RunConfig)) from None
     config._base_dir = base_dir
+    config._source, config._lines = source, lines
     from obliviate.methods import get_method_class  # here: the method registry imports torch
 
     try:

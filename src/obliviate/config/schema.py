@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from obliviate.config.early_stopping import EarlyStoppingConfig
+from obliviate.errors import UserError
 from obliviate.models import DEFAULT_MODEL
 
 LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -132,10 +133,36 @@ class RunConfig(Strict):
 
     # Where relative data paths are resolved from (the config file's folder); not user-facing.
     _base_dir: Path = Path(".")
+    # Where the config came from and the line of each key, for messages about it after loading.
+    _source: str = "config"
+    _lines: dict = {}
 
     def resolve_path(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self._base_dir / p)
+
+    def check_files(self) -> None:
+        """Every local data file the config names exists (hub datasets and ``builtin:`` sets are not
+        checked here); otherwise a one-line ``UserError`` naming the config's line and the field."""
+        checks: list[tuple[tuple[str, ...], str, str]] = []
+        for name in ("forget", "retain", "random_answers"):
+            spec = getattr(self.data, name)
+            if spec is not None and spec.format != "hf":
+                checks.append((("data", name, "path"), spec.path, "data file"))
+        if self.early_stopping is not None:
+            for name in ("prompts", "retain_prompts"):
+                value = getattr(self.early_stopping, name)
+                if value is not None:
+                    checks.append((("early_stopping", name), value, "prompt file"))
+        for key, value, what in checks:
+            if value.startswith("builtin:"):
+                continue
+            path = self.resolve_path(value)
+            looks_like_hub_id = "/" in value and not value.startswith((".", "/", "~")) and not path.suffix
+            if not path.exists() and not looks_like_hub_id:
+                line = self._lines.get(key)
+                where = f"{self._source}:{line}" if line else self._source
+                raise UserError(f"{where}: {'.'.join(key)}: {what} {path} does not exist")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -18,7 +18,6 @@ or ``~/.cache/obliviate``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import socket
@@ -32,7 +31,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from obliviate.errors import UserError
-from obliviate.io import atomic_write_bytes, obliviate_home, read_jsonl, write_jsonl  # noqa: F401 (re-exported for the fetchers' callers)
+from obliviate.io import atomic_write_bytes, obliviate_home, read_jsonl, sha256_file, write_jsonl  # noqa: F401 (re-exported for the fetchers' callers)
 
 WHEEL_DIR_ENV = "OBLIVIATE_WHEEL_DIR"
 
@@ -67,14 +66,6 @@ def license_note_path(data_path: str | Path) -> Path:
 # wheels
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_wheel(
     requirement: str,
     filename: str,
@@ -104,7 +95,7 @@ def fetch_wheel(
                 f"yourself and set {WHEEL_DIR_ENV} to its folder"
             )
     if sha256 is not None:
-        actual = _sha256_file(found)
+        actual = sha256_file(found)
         if actual != sha256.lower():
             if downloaded or found.parent == cache:
                 # A corrupt copy in our own cache would fail every later run; drop it.

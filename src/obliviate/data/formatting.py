@@ -71,6 +71,26 @@ class Encoded:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
+def fit_pair(prompt_ids: Sequence[int], response_ids: Sequence[int], max_length: int) -> Encoded:
+    """Prompt then response token ids, the loss on the response only, within ``max_length``.
+
+    When too long, the response keeps up to half the budget and the prompt loses its start (the
+    end of a prompt is what the answer follows from); ``prompt_truncated`` records that.
+    """
+    truncated = False
+    if len(prompt_ids) + len(response_ids) > max_length:
+        response_budget = min(len(response_ids), max(1, max_length // 2))
+        if len(prompt_ids) > max_length - response_budget:
+            prompt_ids = prompt_ids[len(prompt_ids) - (max_length - response_budget):]
+            truncated = True
+        response_ids = response_ids[: max_length - len(prompt_ids)]
+    return Encoded(
+        input_ids=list(prompt_ids) + list(response_ids),
+        labels=[IGNORE_INDEX] * len(prompt_ids) + list(response_ids),
+        prompt_truncated=truncated,
+    )
+
+
 def encode_pair(
     tokenizer, prompt: str, response: str, max_length: int, template: Template = "auto"
 ) -> Encoded:
@@ -88,18 +108,7 @@ def encode_pair(
     response_ids = tokenizer(
         response_text(tokenizer, prompt, response, template), add_special_tokens=False
     )["input_ids"]
-    truncated = False
-    if len(prompt_ids) + len(response_ids) > max_length:
-        response_budget = min(len(response_ids), max(1, max_length // 2))
-        if len(prompt_ids) > max_length - response_budget:
-            prompt_ids = prompt_ids[len(prompt_ids) - (max_length - response_budget):]
-            truncated = True
-        response_ids = response_ids[: max_length - len(prompt_ids)]
-    return Encoded(
-        input_ids=list(prompt_ids) + list(response_ids),
-        labels=[IGNORE_INDEX] * len(prompt_ids) + list(response_ids),
-        prompt_truncated=truncated,
-    )
+    return fit_pair(prompt_ids, response_ids, max_length)
 
 
 def pad_id(tokenizer) -> int:

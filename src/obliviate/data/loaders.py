@@ -9,7 +9,7 @@ import csv
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
@@ -143,13 +143,37 @@ def load_examples(
     limit: int | None = None,
     role: str = "data",
     require_response: bool = True,
+    setting: str | None = None,
 ) -> list[Example]:
     """Load (prompt, response) examples; other fields of each row go to ``Example.extra``.
 
-    ``role`` names the config entry (``data.forget``...) so errors can say which setting to change.
+    ``role`` names the config entry (``data.forget``...) so errors can say which setting to change
+    (``<role>.prompt_field``; ``setting`` replaces the ``<role>.`` prefix, ``""`` for a plain argument).
     """
+    examples = examples_from_rows(
+        iter_rows(path, fmt, split), prompt_field=prompt_field, response_field=response_field, limit=limit,
+        role=role, require_response=require_response, setting=setting,
+    )
+    if not examples:
+        raise UserError(f"{role} set {path} is empty: at least one row is needed")
+    return examples
+
+
+def examples_from_rows(
+    rows: Iterable[tuple[str, Any]],
+    *,
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    limit: int | None = None,
+    role: str = "data",
+    require_response: bool = True,
+    setting: str | None = None,
+) -> list[Example]:
+    """Check ``(location, row)`` pairs and turn them into examples (the rows of a file, or rows
+    held in memory with locations such as ``forget[3]``); a bad row is a one-line ``UserError``
+    naming its location and the field."""
     examples: list[Example] = []
-    for location, row in iter_rows(path, fmt, split):
+    for location, row in rows:
         if not isinstance(row, dict):
             raise UserError(f"{location}: expected an object with fields {prompt_field!r} and {response_field!r}")
         fields = [prompt_field, response_field] if require_response else [prompt_field]
@@ -157,8 +181,9 @@ def load_examples(
             if name not in row or row[name] is None:
                 present = ", ".join(map(str, row.keys())) or "none"
                 key = "prompt_field" if name == prompt_field else "response_field"
+                prefix = f"{role}." if setting is None else setting
                 raise UserError(
-                    f"{location}: field '{name}' missing (row has: {present}); set {role}.{key} to the right field"
+                    f"{location}: field '{name}' missing (row has: {present}); set {prefix}{key} to the right field"
                 )
             if not isinstance(row[name], str) or not row[name].strip():
                 raise UserError(f"{location}: field '{name}' must be a non-empty string (got {row[name]!r})")
@@ -166,8 +191,6 @@ def load_examples(
         examples.append(Example(row[prompt_field], row.get(response_field, "") or "", extra))
         if limit is not None and len(examples) >= limit:
             break
-    if not examples:
-        raise UserError(f"{role} set {path} is empty: at least one row is needed")
     return examples
 
 

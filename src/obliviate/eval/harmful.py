@@ -26,7 +26,7 @@ from obliviate.models.generation import generate, score_loglik
 from obliviate.judges.base import Judge
 from obliviate.judges.refusal import is_degenerate, is_refusal
 from obliviate.metrics.text import rouge_l_f1, unique_token_ratio
-from obliviate.io import atomic_write_json, write_jsonl
+from obliviate.eval.results import write_suite_results
 
 SPLITS = ("unlearned", "unseen", "benign", "retain")
 
@@ -141,14 +141,6 @@ def evaluate_harmful(
 
 def write_harmful_results(result: dict[str, Any], run_dir: Path, tag: str) -> Path:
     """Write ``eval/harmful[_tag].json`` (figures) and ``generations/<tag>_<split>.jsonl`` (items)."""
-    run_dir = Path(run_dir)
-    for split, rows in result["items"].items():
-        write_jsonl(run_dir / "generations" / f"{tag}_{split}.jsonl", rows)
-    path = run_dir / "eval" / f"harmful_{tag}.json"
-    atomic_write_json(path, {k: v for k, v in result.items() if k != "items"})
-    return path
+    return write_suite_results(result, run_dir, suite="harmful", tag=tag, generations_prefix=f"{tag}_")
 
 
-def relative_reduction(before: float, after: float) -> float:
-    """(before - after) / before; 0 when nothing was harmful before."""
-    return (before - after) / before if before > 0 else 0.0

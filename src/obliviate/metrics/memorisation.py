@@ -33,7 +33,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from obliviate.models.generation import eval_mode, length_sorted_batches, model_device
-from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate, encode_pair, pad_id
+from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate, encode_pair, fit_pair, pad_id
 from obliviate.data.text import split_sentences
 from obliviate.errors import UserError
 from obliviate.metrics.text import CorpusScore, bleu
@@ -131,18 +131,7 @@ def encode_continuation(
     joint = prompt and continuation and not prompt[-1].isspace() and not continuation[0].isspace()
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer((" " if joint else "") + continuation, add_special_tokens=False)["input_ids"]
-    truncated = False
-    if len(prompt_ids) + len(response_ids) > max_length:
-        response_budget = min(len(response_ids), max(1, max_length // 2))
-        if len(prompt_ids) > max_length - response_budget:
-            prompt_ids = prompt_ids[len(prompt_ids) - (max_length - response_budget):]
-            truncated = True
-        response_ids = response_ids[: max_length - len(prompt_ids)]
-    return Encoded(
-        input_ids=list(prompt_ids) + list(response_ids),
-        labels=[IGNORE_INDEX] * len(prompt_ids) + list(response_ids),
-        prompt_truncated=truncated,
-    )
+    return fit_pair(prompt_ids, response_ids, max_length)
 
 
 def argmax_hits(

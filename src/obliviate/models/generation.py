@@ -159,6 +159,16 @@ def _generation_config(
     return GenerationConfig(**settings)
 
 
+def until_stop(tokens: list[int], stops) -> list[int]:
+    """The generated ``tokens`` up to the first stop token. Rows that finished early are filled
+    with the pad id, which may be an ordinary token in some vocabularies, so the cut is made here
+    rather than left to ``skip_special_tokens``."""
+    for cut, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:cut]
+    return tokens
+
+
 def generate(
     model,
     tokenizer,
@@ -217,13 +227,7 @@ def generate(
                 )
             new_tokens = output[:, input_ids.shape[1]:].tolist()
             for row, index in enumerate(batch):
-                tokens = new_tokens[row]
-                # Rows that finished early are filled with the pad id, which may be an ordinary
-                # token in some vocabularies: cut at the first stop token before decoding.
-                for cut, token in enumerate(tokens):
-                    if token in stop_set:
-                        tokens = tokens[:cut]
-                        break
+                tokens = until_stop(new_tokens[row], stop_set)
                 answers[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
             if bar is not None:
                 bar.advance(len(batch))

@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from obliviate.errors import UserError
-from obliviate.io import obliviate_home
+from obliviate.io import obliviate_home, sha256_file
 from obliviate.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -170,15 +170,6 @@ def _is_complete(folder: Path) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Checksums, wheels, extraction
 # ----------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large GGUF files do not fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str) -> None:
@@ -814,26 +805,36 @@ def model_info(
 # ----------------------------------------------------------------------------------------------
 
 
-def load_trained(spec: str | None, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load what a run produced, or any model spec.
+def load_trained(spec: str | Path | None, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load what a run produced, or any model spec: the one loader of finished runs.
 
     ``spec`` may be a run folder (its ``model/`` is used), a LoRA adapter folder (its base model is
     loaded through ``load_model_and_tokenizer`` and the adapter put on top, so
-    ``disable_adapter()`` gives the original model back), or anything ``load_model_and_tokenizer``
-    takes.
+    ``disable_adapter()`` gives the original model back; the tokenizer saved beside the adapter is
+    used when there is one, since a run may have changed it), or anything
+    ``load_model_and_tokenizer`` takes (``None``: the default model).
     """
-    if spec is not None:
-        folder = Path(spec).expanduser()
-        if (folder / "model").is_dir() and (folder / "config.yaml").exists():
-            folder = folder / "model"
-        adapter_config = folder / "adapter_config.json"
-        if adapter_config.exists():
-            from peft import PeftModel
+    if spec is None:
+        return load_model_and_tokenizer(None, trust_remote_code=trust_remote_code)
+    folder = Path(spec).expanduser()
+    if (folder / "model").is_dir() and not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+        folder = folder / "model"  # a run folder stands for its final model
+    adapter_config = folder / "adapter_config.json"
+    if not adapter_config.is_file():
+        return load_model_and_tokenizer(str(folder) if folder.exists() else str(spec), trust_remote_code=trust_remote_code)
+    from peft import PeftModel
 
-            base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
-            model, tokenizer = load_model_and_tokenizer(base, trust_remote_code=trust_remote_code)
-            with quiet_peft():
-                model = PeftModel.from_pretrained(model, str(folder)).eval()
-            return model, tokenizer
-        spec = str(folder) if folder.exists() else spec
-    return load_model_and_tokenizer(spec, trust_remote_code=trust_remote_code)
+    try:
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError):
+        base = None
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{adapter_config}: no base_model_name_or_path; cannot tell which model it adapts")
+    model, tokenizer = load_model_and_tokenizer(base, trust_remote_code=trust_remote_code)
+    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        tokenizer = _load_tokenizer(
+            ResolvedModel(str(folder), "local", str(folder)), trust_remote_code, tokenizer.padding_side
+        )
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, str(folder)).eval()
+    return model, tokenizer

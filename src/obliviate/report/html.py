@@ -28,6 +28,8 @@ _BAD_WORDS = ("harmful", "unsafe", "leak", "jailbroken")
 _GOOD_WORDS = ("refus", "safe", "harmless", "on-topic", "on topic", "forgotten")
 _WARN_WORDS = ("off-topic", "off topic", "degenerate", "gibberish", "empty")
 VERDICT_CLASSES = ("good", "bad", "warn", "neutral")
+# Meta keys shown in the page header (in this order); every other key goes to "Run details".
+HEADLINE_KEYS = ("model", "method", "judge", "steps", "lr", "LoRA")
 
 
 @dataclass
@@ -44,6 +46,9 @@ class Section:
     rows: list[dict[str, Any]] = field(default_factory=list)
     plots: list[str | Path] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Headers of the two answer columns; examples without a ``before`` key get one answer column
+    #: headed by the last label (a single evaluation has nothing to compare with).
+    answer_labels: tuple[str, str] = ("before", "after")
 
 
 def format_value(value: Any) -> str:
@@ -89,7 +94,10 @@ def _table(rows: Sequence[Mapping[str, Any]], add_change: bool) -> dict[str, Any
                 cells.append({"text": text, "numeric": True})
             else:
                 value = row.get(column, "")
-                cells.append({"text": format_value(value) if value != "" else "", "numeric": _is_number(value)})
+                text = format_value(value) if value != "" else ""
+                if column == "change" and _is_number(value):
+                    text = f"{value:+.4g}"  # a given change reads like a derived one
+                cells.append({"text": text, "numeric": _is_number(value)})
         body.append(cells)
     # A column is right-aligned (header too) when every non-empty cell in it is a number.
     numeric = [
@@ -119,6 +127,7 @@ def _examples(examples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for ex in examples:
         out.append({
+            "single": "before" not in ex,
             "prompt": str(ex.get("prompt", "")),
             "before": str(ex.get("before", "")),
             "after": str(ex.get("after", "")),
@@ -192,7 +201,7 @@ def render_report(
     """The report's HTML as a string (plots are copied into ``plots_dir``)."""
     meta = dict(meta or {})
     config_text = _config_text(meta.pop("config", None))
-    headline = {key: meta.pop(key) for key in ("model", "method", "judge") if key in meta}
+    headline = {key: meta.pop(key) for key in HEADLINE_KEYS if key in meta}
     context = {
         "title": title,
         "headline": {k: format_value(v) for k, v in headline.items()},
@@ -208,6 +217,7 @@ def render_report(
                 "table": _table(s.rows, add_change=True),
                 "plots": _embed_plots(s.plots, plots_dir),
                 "examples": _examples(s.examples),
+                "answer_labels": list(s.answer_labels),
             }
             for s in sections
         ],
@@ -227,8 +237,9 @@ def write_report(
     plots: Sequence[str | Path] = (),
     examples: Sequence[Mapping[str, Any]] = (),
     meta: Mapping[str, Any] | None = None,
+    name: str = REPORT_NAME,
 ) -> Path:
-    """Write ``<out_dir>/report.html`` atomically and return its path.
+    """Write ``<out_dir>/<name>`` (default ``report.html``) atomically and return its path.
 
     ``summary_rows``: the headline before/after table, e.g.
     ``[{"metric": "harmful rate (unseen)", "before": 0.86, "after": 0.09}]`` — a ``change``
@@ -236,9 +247,11 @@ def write_report(
     the summary (copied to ``<out_dir>/plots/`` if they live elsewhere). ``examples``: dicts with
     ``prompt, before, after, before_label, after_label`` (optional ``before_harmful`` /
     ``after_harmful`` booleans colour the badges, or ``before_class`` / ``after_class`` one of
-    good, bad, warn, neutral — e.g. a refusal of a benign prompt is "bad"; optional ``split``). ``meta``: ``model``,
-    ``method``, ``judge`` are shown in the header (every report names its judge), ``config``
-    (dict, pydantic model or text) in a collapsible block, any other key in a details list.
+    good, bad, warn, neutral — e.g. a refusal of a benign prompt is "bad"; optional ``split``; an
+    example without ``before`` shows one answer). ``meta``: ``model``, ``method``, ``judge`` (and
+    ``steps``, ``lr``, ``LoRA``) are shown in the header (every report names its judge),
+    ``config`` (dict, pydantic model or text) in a collapsible block, any other key in a details
+    list.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,8 +259,8 @@ def write_report(
         title=title, summary_rows=summary_rows, sections=sections, plots=plots,
         examples=examples, meta=meta, plots_dir=out / PLOTS_DIR,
     )
-    target = out / REPORT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", suffix=".tmp", dir=out)
+    target = out / name
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(html)

