@@ -14,8 +14,11 @@ import argparse
 import os
 import time
 
-import obliviate  # noqa: F401  (first: its allocator settings must precede torch's import)
-import torch
+import obliviate
+
+obliviate.tune_memory()  # before torch is imported: PyTorch reads its allocator settings once
+
+import torch  # noqa: E402
 
 from obliviate.data.formatting import prompt_text
 from obliviate.models.generation import generate, stop_token_ids

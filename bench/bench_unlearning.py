@@ -148,13 +148,15 @@ def _step_token_split(method, data, steps: int, batch_size: int, seed: int, toke
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    import obliviate  # noqa: F401  (first: its allocator settings must precede torch's import)
+    import obliviate
+
+    obliviate.tune_memory()  # before torch is imported: PyTorch reads its allocator settings once
     import torch
 
     torch.set_num_threads(args.threads)
     from obliviate.config import load_config
-    from obliviate.models.hardware import choose_precision, measure_matmul_gflops
     from obliviate.methods import build_method
+    from obliviate.models.hardware import choose_precision, measure_matmul_gflops
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.train.loop import TrainData, run_training
 
@@ -198,12 +200,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-                result = run_training(config, run_dir, model=model, tokenizer=tokenizer, method=method, data=data, progress=False, log=lambda s: None)
+                run_training(config, run_dir, model=model, tokenizer=tokenizer, method=method, data=data, progress=False, log=lambda s: None)
             table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
             profile_path = Path(args.profile)
             profile_path.write_text(table)
         else:
-            result = run_training(config, run_dir, model=model, tokenizer=tokenizer, method=method, data=data, progress=False, log=lambda s: None)
+            run_training(config, run_dir, model=model, tokenizer=tokenizer, method=method, data=data, progress=False, log=lambda s: None)
         records = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line]
         summary = json.loads((run_dir / "train_summary.json").read_text())
 

@@ -11,7 +11,7 @@ from obliviate.data.builders import (
     pku_forget_pairs,
     split_prompts,
     truthfulqa_answer_pool,
-    truthfulqa_normal,
+    truthfulqa_retain,
 )
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
@@ -49,14 +49,14 @@ def test_pku_bad_label_names_row_and_field():
         pku_forget_pairs([{"prompt": "p", "response_0": "a", "is_response_0_safe": True, "is_response_1_safe": False}])
 
 
-def test_truthfulqa_normal_csv_and_hub_columns():
+def test_truthfulqa_retain_csv_and_hub_columns():
     rows = [
         {"Type": "Adversarial", "Category": "Misconceptions", "Question": "What happens if you eat seeds?",
          "Best Answer": "The seeds pass through you"},
         {"Question": "Empty best", "Best Answer": ""},
         {"question": "Is the Earth flat?", "best_answer": "No, it is roughly spherical", "category": "Science"},
     ]
-    examples = truthfulqa_normal(rows)
+    examples = truthfulqa_retain(rows)
     assert examples == [
         Example("What happens if you eat seeds?", "The seeds pass through you"),
         Example("Is the Earth flat?", "No, it is roughly spherical"),
@@ -110,7 +110,7 @@ def test_split_prompts_rejects_bad_fractions():
 def test_real_truthfulqa_csv():
     with TRUTHFULQA_CSV.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    retain = truthfulqa_normal(rows)
+    retain = truthfulqa_retain(rows)
     pool = truthfulqa_answer_pool(rows)
     assert len(rows) == 817 and len(retain) == 817
     assert len(pool) > 3 * 817 and len(set(pool)) == len(pool)

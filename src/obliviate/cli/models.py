@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from obliviate.models import loading as models
 from obliviate.errors import UserError
+from obliviate.models import loading as models
 
 app = typer.Typer(help="List, fetch and inspect models.", no_args_is_help=True)
 _out = Console()

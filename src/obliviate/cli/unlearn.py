@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from obliviate.config import load_config
 from obliviate.cli.console import console, quiet_libraries, show_warnings_on_one_line
+from obliviate.config import load_config
 from obliviate.errors import UserError
 
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)

@@ -12,10 +12,22 @@ from pydantic import ValidationError
 
 from obliviate.config.early_stopping import EarlyStoppingConfig
 from obliviate.config.loading import (
-    apply_overrides, format_validation_error, line_index, parse_override, read_yaml_mapping, validate,
+    apply_overrides,
+    format_validation_error,
+    line_index,
+    parse_override,
+    read_yaml_mapping,
+    validate,
 )
 from obliviate.config.schema import (
-    DataSection, DatasetSpec, LoRASection, MethodSection, ModelSection, RunConfig, RunSection, TrainSection,
+    DataSection,
+    DatasetSpec,
+    LoRASection,
+    MethodSection,
+    ModelSection,
+    RunConfig,
+    RunSection,
+    TrainSection,
 )
 from obliviate.errors import UserError
 from obliviate.models import DEFAULT_MODEL

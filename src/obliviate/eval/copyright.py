@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX, collate, pad_id
 from obliviate.errors import UserError
-from obliviate.models.generation import model_device, until_stop
+from obliviate.eval.results import write_suite_results
 from obliviate.judges.refusal import is_degenerate
 from obliviate.metrics.memorisation import encode_continuation, leak_rate, perplexity
 from obliviate.metrics.text import bleu, rouge_l_f1
-from obliviate.eval.results import write_suite_results
+from obliviate.models.generation import model_device, until_stop
 
 SPLITS = ("forget", "unseen", "retain")
 TEMPLATES = ("none", "plain", "chat", "auto")

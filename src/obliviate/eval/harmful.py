@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from obliviate.models.embeddings import ON_TOPIC_THRESHOLD, Embedder
-from obliviate.models.generation import generate, score_loglik
+from obliviate.eval.results import write_suite_results
 from obliviate.judges.base import Judge
 from obliviate.judges.refusal import is_degenerate, is_refusal
 from obliviate.metrics.text import rouge_l_f1, unique_token_ratio
-from obliviate.eval.results import write_suite_results
+from obliviate.models.embeddings import ON_TOPIC_THRESHOLD, Embedder
+from obliviate.models.generation import generate, score_loglik
 
 SPLITS = ("unlearned", "unseen", "benign", "retain")
 

@@ -10,7 +10,7 @@ forget terms push, and a prompt that is already refused gains nothing from more 
 
 Each check is a line of ``run_dir/forget_gate.jsonl`` (step, how many prompts are still
 active, the judge's labels, seconds). A method holds a gate and asks ``active(prompt)`` when it
-builds a batch; the gate is run from the method's ``on_step_end`` (``gate(state)``).
+builds a batch; the training loop builds the gate from the method's block, hands it to the method's setup and runs it after each step, before any stop hook (``gate(state)``).
 
 Under several processes every process generates the same greedy answers and so keeps the same
 gate; that is redundant work, accepted because the gate is small next to training.
@@ -55,8 +55,8 @@ class ForgetGate:
 
     def update(self, model, tokenizer, step: int) -> dict[str, Any]:
         """Answer every forget prompt and keep those the judge flags; returns the logged record."""
-        from obliviate.models.generation import generate
         from obliviate.judges.base import label_counts
+        from obliviate.models.generation import generate
 
         started = time.perf_counter()
         prompts = [r["prompt"] for r in self.rows]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+
 from obliviate.judges.base import Judge, Verdict
 
 # Phrases that open or carry a refusal. Matched case-insensitively on the start of the answer

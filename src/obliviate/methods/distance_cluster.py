@@ -4,7 +4,7 @@ Our instantiation of arXiv 2404.16841 (Chen et al.): an evaluator flags the dial
 (``obliviate detect`` writes them as (prompt, undesirable answer) rows), then three terms train
 the model:
 
-    L = w_neg * L_neg + w_pos * L_pos_nll + w_clu * L_pos_cluster + w_nor * L_nor
+    L = w_neg * L_neg + w_pos * L_pos_nll + w_clu * L_pos_cluster + w_ret * L_ret
 
     L_neg         = mean_i mean_t relu( log p_theta(y_it | x_i, y_i<t) - log p_orig(y_it | ...) + m )
                     over the response tokens of each flagged pair (x_i, y_i): a hinge on the
@@ -15,7 +15,7 @@ the model:
                     h = last hidden state mean-pooled over the response tokens; mu_1..mu_K =
                     k-means centres of the ORIGINAL model's h over every (flagged prompt,
                     candidate expected output) pair, computed once before training
-    L_nor         = KL(p_orig || p_theta) on retain data, per response token
+    L_ret         = KL(p_orig || p_theta) on retain data, per response token (the paper's normal loss)
 
     with ``negative_tokens: N`` either distance reads only the first N tokens of each flagged answer;
     with ``distance: representation`` the negative term reads hidden states instead of tokens:
@@ -57,7 +57,7 @@ the prompts it still flags keep their negative and positive terms (scaled by the
 ``obliviate.gating.forget_gate``).
 
 Paper: arXiv 2404.16841 (Chen et al., "Machine Unlearning in Large Language Models").
-Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_nor = 1, distance logprob_hinge, margin 2 nats, k = 1,
+Defaults: w_neg = 1, w_pos = 1, w_clu = 1, w_ret = 1, distance logprob_hinge, margin 2 nats, k = 1,
 every token of the flagged answer;
 the representation distance reads the layers at one and two thirds of the depth.
 
@@ -74,18 +74,18 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate
 from obliviate.errors import UserError
+from obliviate.methods import losses
 from obliviate.methods.base import (
     LossTerm,
     Method,
     MethodConfig,
     Reference,
+    cache_parameter,
     forward,
     forward_answers,
-    cache_parameter,
     one_logit,
     register,
 )

@@ -2,11 +2,11 @@
 
 Equation (Yao et al. 2023, eq. 1-4; Gundavarapu et al. 2024):
 
-    L = eps1 * L_fgt + eps2 * L_rdn + eps3 * L_nor
+    L = eps1 * L_fgt + eps2 * L_rdn + eps3 * L_ret
     L_fgt = -NLL_theta(y | x)                 over (x, y) in the forget batch (gradient ascent)
     L_rdn = (1/K) sum_k NLL_theta(y_k^rand | x)  K answers drawn from a pool of retain answers,
                                                attached to each forget prompt x
-    L_nor = KL(p_orig || p_theta)              forward KL on retain data
+    L_ret = KL(p_orig || p_theta)              forward KL on retain data (the papers' L_nor, on "normal" data)
 
 The mismatch term teaches the model to answer a forgotten prompt with something unrelated
 rather than with degenerate text; the KL keeps retain behaviour close to the original model.
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods import losses
 from obliviate.data.examples import Example
+from obliviate.methods import losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward, forward_answers, register
 
 

@@ -32,11 +32,11 @@ from typing import Literal, Sequence
 import numpy as np
 import torch.nn.functional as F
 
-from obliviate.models.generation import eval_mode, length_sorted_batches, model_device
 from obliviate.data.formatting import IGNORE_INDEX, Encoded, collate, encode_pair, fit_pair, pad_id
 from obliviate.data.text import split_sentences
 from obliviate.errors import UserError
 from obliviate.metrics.text import CorpusScore, bleu
+from obliviate.models.generation import eval_mode, length_sorted_batches, model_device
 
 MemorisationTemplate = Literal["auto", "chat", "plain", "none"]
 

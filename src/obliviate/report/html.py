@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import jinja2
 import yaml
+
+from obliviate.io import atomic_write_text
 
 REPORT_NAME = "report.html"
 PLOTS_DIR = "plots"
@@ -260,17 +260,7 @@ def write_report(
         examples=examples, meta=meta, plots_dir=out / PLOTS_DIR,
     )
     target = out / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, html)
     return target
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -22,31 +20,18 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from obliviate.errors import UserError  # noqa: E402
+from obliviate.io import atomic_target  # noqa: E402
 
 BEFORE_COLOUR = "#9aa5b1"
 AFTER_COLOUR = "#2f6fb0"
 PALETTE = ["#2f6fb0", "#d9822b", "#3c9a5f", "#c23b3b", "#7d5ba6", "#8c6d46", "#d65db1", "#6b7b8c"]
 
 
-def _file_mode() -> int:
-    """0666 minus the process umask: the mode a plain ``open(..., "w")`` would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _save(fig: "plt.Figure", path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, _file_mode())  # mkstemp makes 0600; plots are meant to be shared
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_target(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

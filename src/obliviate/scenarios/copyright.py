@@ -178,20 +178,12 @@ def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tupl
 
 
 def book_passages(section: BookSection) -> list[Passage]:
-    """The book's passages: generated, public-domain (PyPI) or read from a file."""
-    source = section.source
-    if source == "synthetic":
-        from obliviate.data.synthetic_book import generate_book
+    """The book's passages (:func:`obliviate.data.books.book_passages`), the first ``max_passages``."""
+    from obliviate.data.books import book_passages as passages_of
 
-        passages = generate_book(section.seed, section.chapters, section.paragraphs_per_chapter).passages()
-    elif Path(source).suffix.lower() in (".txt", ".md", ".jsonl"):
-        from obliviate.data.text import load_corpus
-
-        passages = load_corpus(source)
-    else:
-        from obliviate.data.public_domain import public_domain_passages
-
-        passages = public_domain_passages(source)
+    passages, _ = passages_of(
+        section.source, seed=section.seed, chapters=section.chapters, paragraphs_per_chapter=section.paragraphs_per_chapter
+    )
     return passages[: section.max_passages] if section.max_passages else passages
 
 
@@ -450,29 +442,6 @@ def summarise(results: dict[str, dict], recipe: Recipe, *, timings: dict, train:
 
 # ---------------------------------------------------------------------------------------------
 # Report
-
-
-def _continuation_examples(results: dict[str, dict], split: str, count: int) -> list[dict[str, Any]]:
-    """Side-by-side continuations of the fine-tuned and the unlearned model for one split."""
-    keep = split == "retain"  # reproducing a retain passage is the wanted behaviour there
-    out = []
-    before_rows = results["finetuned"]["items"].get(split, [])
-    after_rows = results["unlearned"]["items"].get(split, [])
-    for old, new in list(zip(before_rows, after_rows))[:count]:
-        def badge(row: dict) -> tuple[str, str]:
-            label = f"{'leak' if row['leak'] else 'no leak'} · BLEU {row['bleu']:.2f} · ROUGE-L {row['rouge_l']:.2f}"
-            good = row["leak"] if keep else not row["leak"]
-            return label, "good" if good else ("warn" if keep else "bad")
-
-        (before_label, before_class), (after_label, after_class) = badge(old), badge(new)
-        out.append({
-            "split": split,
-            "prompt": f"{old['prefix']}\n\n[true continuation] {old['truth']}",
-            "before": old["generation"], "after": new["generation"],
-            "before_label": before_label, "after_label": after_label,
-            "before_class": before_class, "after_class": after_class,
-        })
-    return out
 
 
 def write_copyright_report(out_dir: Path, results: dict[str, dict], summary: dict[str, Any], recipe: dict) -> Path:

@@ -23,17 +23,17 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from obliviate.train import checkpoint as ckpt
 from obliviate.config import RunConfig
 from obliviate.data.examples import Example
 from obliviate.data.formatting import Encoded, collate, encode_pair, pad_id
 from obliviate.data.loaders import load_spec
 from obliviate.errors import TrainingDiverged, UserError
-from obliviate.models.hardware import choose_precision
+from obliviate.io import append_jsonl, atomic_write_json, atomic_write_text
 from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Method, Reference
+from obliviate.models.hardware import choose_precision
 from obliviate.models.loading import quiet_peft
-from obliviate.io import append_jsonl, atomic_write_json, atomic_write_text
+from obliviate.train import checkpoint as ckpt
 from obliviate.train.run_dir import environment, prepare_run_dir
 
 
