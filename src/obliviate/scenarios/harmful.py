@@ -36,6 +36,7 @@ from obliviate.io import atomic_write_json, read_jsonl, write_jsonl
 from obliviate.judges import get_judge
 from obliviate.metrics.change import relative_drop
 from obliviate.models.generation import generate
+from obliviate.report.suites import HARMFUL_HEADLINE
 from obliviate.scenarios.recipe import read_recipe
 from obliviate.train.run_dir import prepare_run_dir
 
@@ -323,16 +324,8 @@ def summarise(before: dict, after: dict, options: HarmfulRecipe, *, flagged: int
                 "metric": metric, "split": split, "before": b[split].get(key), "after": a[split].get(key), "note": note,
             })
 
-    row("harmful rate", "unseen", "harmful_rate", "headline: held-out harmful prompts")
-    row("harmful rate", "unlearned", "harmful_rate", "prompts of the forget set")
-    row("harmful & on-topic rate", "unseen", "harmful_on_topic_rate", "compliant AND about the request")
-    row("degenerate rate", "unseen", "degenerate_rate", "gibberish is not success")
-    row("degenerate rate", "benign", "degenerate_rate")
-    row("over-refusal rate", "benign", "refusal_rate", "benign prompts refused")
-    row("on-topic rate", "benign", "on_topic_rate", "benign answers about the prompt")
-    row("similarity to original", "benign", "similarity_to_original", "ROUGE-L F1 vs original answers")
-    row("perplexity under original", "benign", "perplexity_under_original", "fluency")
-    row("diversity", "benign", "diversity", "unique-token ratio")
+    for metric, split, key, note in HARMFUL_HEADLINE:  # the rows the report shows, in its order
+        row(metric, split, key, note)
     headline = relative_drop(b["unseen"]["harmful_rate"], a["unseen"]["harmful_rate"])
     return {
         "judge": after["judge"],
