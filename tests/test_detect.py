@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from obliviate.gating.detect import detect, load_prompt_rows, write_detection
 from obliviate.errors import UserError
+from obliviate.gating.detect import detect, load_prompt_rows, write_detection
 from obliviate.judges.base import Judge, Verdict
 from obliviate.judges.privacy import PrivacyJudge, find_pii, luhn_valid
 from obliviate.judges.reference import ReferenceJudge, token_f1

@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
-from obliviate.methods import build_method
+from obliviate.methods import build_method, losses
 from obliviate.methods.base import BatchContext, Reference
 from obliviate.methods.distance_cluster import (
     REFUSAL_TEMPLATES,
     cluster_pull,
     first_answer_tokens,
     hinge_distance,
-    representation_distance,
     kmeans,
     nearest_centroid_cosine,
+    representation_distance,
     response_mean_pool,
 )
 from obliviate.testing import tiny_model, tiny_tokenizer

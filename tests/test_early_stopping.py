@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from obliviate.gating.early_stopping import EarlyStoppingConfig, build_stopper, spread
 from obliviate.errors import UserError
+from obliviate.gating.early_stopping import EarlyStoppingConfig, build_stopper, spread
 from obliviate.judges.base import Verdict
 from obliviate.train.loop import run_training
 

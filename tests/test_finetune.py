@@ -9,12 +9,11 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from conftest import FORGET, RETAIN, write_jsonl
 from obliviate.cli import finetune as finetune_cli
 from obliviate.data.books import block_rows
-from obliviate.train import finetune
 from obliviate.errors import UserError
-
-from conftest import FORGET, RETAIN, write_jsonl
+from obliviate.train import finetune
 
 
 def _app() -> typer.Typer:

@@ -29,9 +29,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tests.conftest import FORGET, RETAIN, write_jsonl
 
 from obliviate.methods import available_methods, build_method, get_method_class
+from tests.conftest import FORGET, RETAIN, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = sorted(available_methods())

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate.methods import losses
 from obliviate.data.examples import Example
 from obliviate.data.formatting import collate, encode_pair, pad_id
-from obliviate.methods import available_methods, build_method
+from obliviate.methods import available_methods, build_method, losses
 from obliviate.methods.base import BatchContext, Reference
 from obliviate.testing import tiny_model, tiny_tokenizer
 

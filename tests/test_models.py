@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate.models import loading as models
 from obliviate.errors import UserError
+from obliviate.models import loading as models
 from obliviate.testing import save_tiny_model, tiny_model, tiny_tokenizer
 
 FAKE_ALIAS = "tiny-test-llama"

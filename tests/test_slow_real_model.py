@@ -28,7 +28,6 @@ def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
     # Each step sees different rows, so compare the whole forget set before and after instead.
     from obliviate.data.formatting import collate, encode_pair, pad_id
     from obliviate.methods.losses import nll
-
     from obliviate.models.loading import load_model_and_tokenizer
 
     model = result.model

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from obliviate.methods import losses
 from obliviate.data.formatting import collate, encode_pair, pad_id
 from obliviate.errors import TrainingDiverged
+from obliviate.methods import losses
 from obliviate.train.loop import run_training, stream_indices
 from tests.conftest import FORGET, RETAIN
 
