@@ -148,3 +148,43 @@ def unmasked_nll(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: 
     """NLL over every non-padding token, prompt included (the seed code's mismatch-loss quirk)."""
     labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
     return nll(logits, labels)
+
+
+def dpo_loss(
+    policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, arXiv 2305.18290, eq. 7), mean over the batch (a scalar).
+
+    All four inputs are (B,) sequence log-probabilities (``sequence_logprob``: the sum over
+    response tokens) of the preferred answer ``w`` and the dispreferred answer ``l`` of each
+    prompt, under the trained policy and under the reference model:
+
+        L = -mean_i log sigmoid(beta * ((policy_w - ref_w) - (policy_l - ref_l)))
+
+    The reference values carry no gradient (they are detached here).
+    """
+    margin = (policy_w - ref_w.detach()) - (policy_l - ref_l.detach())
+    return -torch.nn.functional.logsigmoid(beta * margin.float()).mean()
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative preference optimisation: ``(2/β) · mean_i log(1 + (π_θ(y_i|x_i) / π_ref(y_i|x_i))^β)``.
+
+    ``logp`` and ``ref_logp`` are (B,) sequence log-likelihoods (sums over response tokens) under
+    the trained and the reference model; returns a scalar. Written as ``softplus(β·(logp − ref))``,
+    which is ``log(1 + ratio^β)`` without overflow; it is ``(2/β)·log 2`` where the two agree and
+    falls towards 0 as the trained model's likelihood drops below the reference's.
+    """
+    ratio = logp - ref_logp.detach().to(logp.dtype)
+    return (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
+
+
+def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: float = 0.0) -> torch.Tensor:
+    """Reference-free, length-normalised NPO: ``−(2/β) · mean_i log σ(−(β/|y_i|) · logp_i − γ)``.
+
+    ``logp`` is (B,) sequence log-likelihoods (sums over response tokens), ``lengths`` (B,) the
+    number of response tokens |y_i| (an example with none counts as 1); ``gamma`` is the reward
+    margin. Returns a scalar. ``−logp/|y|`` is the per-token NLL, so the loss falls as it rises.
+    """
+    mean_logp = logp / lengths.to(logp.dtype).clamp(min=1)
+    return -(2.0 / beta) * torch.nn.functional.logsigmoid(-beta * mean_logp - gamma).mean()

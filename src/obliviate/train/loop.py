@@ -320,7 +320,12 @@ def run_training(
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     reference = Reference(model, frozen) if method.needs_reference else None
-    context = {"tokenizer": tokenizer, "encoder": encoder, "data": data, "device": accelerator.device}
+    # run_dir: where a method caches fixed reference quantities; base_dir: what relative paths in
+    # its options are taken from (the config file's folder).
+    context = {
+        "tokenizer": tokenizer, "encoder": encoder, "data": data, "device": accelerator.device,
+        "run_dir": run_dir, "base_dir": config._base_dir,
+    }
     gate_config = method.forget_gate_config() if hasattr(method, "forget_gate_config") else None
     if gate_config is not None:
         from obliviate.gating.forget_gate import build_gate
