@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from obliviate.data.examples import Example
 from obliviate.data.loaders import iter_rows
 from obliviate.errors import UserError
 
@@ -80,3 +81,10 @@ def _lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: cannot read it ({err.__class__.__name__}: {err})") from None
+
+
+def paired_answers(forget: list[Example], answers: list[str], rng) -> list[Example]:
+    """One answer drawn with ``rng`` (the step's seeded generator: reproducible, survives a resume)
+    for each forget prompt, in the forget rows' order, so row i pairs with forget row i."""
+    picks = rng.integers(0, len(answers), size=len(forget))
+    return [Example(example.prompt, answers[j]) for example, j in zip(forget, picks)]

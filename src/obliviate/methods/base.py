@@ -272,3 +272,21 @@ def register(cls: type[Method]) -> type[Method]:
 def registry() -> dict[str, type[Method]]:
     return _REGISTRY
 
+
+
+def retain_term(method_name: str, kind: str, weight: float, model, batch, reference) -> Iterator["LossTerm"]:
+    """The optional retain term of a forget loss: ``kind`` ``none`` (nothing), ``nll`` (descent on
+    the retain answers, logged as ``retain``) or ``kl`` (forward KL to the reference on them,
+    logged as ``retain_kl``)."""
+    from obliviate.methods import losses
+
+    if kind == "none":
+        return
+    if "retain" not in batch:
+        raise ValueError(f"{method_name} with retain_loss '{kind}' needs a retain set (data.retain)")
+    retain = batch["retain"]
+    out, labels = forward_answers(model, retain)
+    if kind == "nll":
+        yield LossTerm("retain", weight, losses.nll(out.logits, labels))
+    else:
+        yield LossTerm("retain_kl", weight, losses.forward_kl(reference.answer_logits(retain), out.logits, labels))

@@ -36,7 +36,6 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from obliviate.data.examples import Example
 from obliviate.methods import answer_sets, losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
@@ -71,10 +70,9 @@ class DPO(Method):
     def build_batch(self, forget, retain, ctx):
         if self.answers is None:
             self.answers = answer_sets.load_answers(self.config.answers)
-        picks = ctx.rng.integers(0, len(self.answers), size=len(forget))
         # Row i of "preferred" belongs to row i of "forget": the loop splits both groups across
         # processes with the same stride, so pairs stay together.
-        preferred = [Example(example.prompt, self.answers[j]) for example, j in zip(forget, picks)]
+        preferred = answer_sets.paired_answers(forget, self.answers, ctx.rng)
         return {"forget": forget, "preferred": preferred, "retain": retain}
 
     def terms(self, model, batch, reference):

@@ -27,7 +27,6 @@ from typing import Optional
 
 from pydantic import Field
 
-from obliviate.data.examples import Example
 from obliviate.methods import answer_sets, losses
 from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
 
@@ -60,8 +59,7 @@ class IdkNLL(Method):
     def build_batch(self, forget, retain, ctx):
         if self.answers is None:
             self.answers = answer_sets.load_answers(self.config.answers)
-        picks = ctx.rng.integers(0, len(self.answers), size=len(forget))
-        idk = [Example(example.prompt, self.answers[j]) for example, j in zip(forget, picks)]
+        idk = answer_sets.paired_answers(forget, self.answers, ctx.rng)
         return {"idk": idk, "retain": retain}
 
     def terms(self, model, batch, reference):

@@ -40,7 +40,7 @@ import torch
 from pydantic import Field
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 CACHE_FILE = "reference_logprobs.json"
 _CHUNK = 8  # forget pairs per reference forward pass in setup
@@ -97,17 +97,7 @@ class NPO(Method):
         logp = losses.sequence_logprob(out.logits, labels)
         ref = torch.tensor(self._lookup(forget), dtype=logp.dtype, device=logp.device)
         yield LossTerm("forget", cfg.forget_weight, losses.npo_loss(logp, ref, cfg.beta))
-        if cfg.retain_loss == "none":
-            return
-        if "retain" not in batch:
-            raise ValueError(f"npo with retain_loss '{cfg.retain_loss}' needs a retain set (data.retain)")
-        retain = batch["retain"]
-        out, labels = forward_answers(model, retain)
-        if cfg.retain_loss == "nll":
-            yield LossTerm("retain", cfg.retain_weight, losses.nll(out.logits, labels))
-        else:
-            kl = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-            yield LossTerm("retain_kl", cfg.retain_weight, kl)
+        yield from retain_term("npo", cfg.retain_loss, cfg.retain_weight, model, batch, reference)
 
     def _lookup(self, batch) -> list[float]:
         """The cached reference log-likelihood of each row of a tokenised forget batch."""

@@ -35,7 +35,7 @@ from typing import Literal
 from pydantic import Field
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 
 class SimNPOConfig(MethodConfig):
@@ -69,14 +69,4 @@ class SimNPO(Method):
         logp, mask = losses.token_logprobs(out.logits, labels)
         value = losses.simnpo_loss(logp.sum(-1), mask.sum(-1), cfg.beta, cfg.gamma)
         yield LossTerm("forget", cfg.forget_weight, value)
-        if cfg.retain_loss == "none":
-            return
-        if "retain" not in batch:
-            raise ValueError(f"simnpo with retain_loss '{cfg.retain_loss}' needs a retain set (data.retain)")
-        retain = batch["retain"]
-        out, labels = forward_answers(model, retain)
-        if cfg.retain_loss == "nll":
-            yield LossTerm("retain", cfg.retain_weight, losses.nll(out.logits, labels))
-        else:
-            kl = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-            yield LossTerm("retain_kl", cfg.retain_weight, kl)
+        yield from retain_term("simnpo", cfg.retain_loss, cfg.retain_weight, model, batch, reference)
