@@ -88,3 +88,21 @@ def paired_answers(forget: list[Example], answers: list[str], rng) -> list[Examp
     for each forget prompt, in the forget rows' order, so row i pairs with forget row i."""
     picks = rng.integers(0, len(answers), size=len(forget))
     return [Example(example.prompt, answers[j]) for example, j in zip(forget, picks)]
+
+
+class AnswerPool:
+    """A method's answer set: read in ``setup`` (so a bad file stops the run before the first
+    step, with relative paths taken from the config's folder) and drawn from at each step."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.answers: Optional[list[str]] = None
+
+    def load(self, base_dir: Optional[Path] = None) -> None:
+        self.answers = load_answers(self.spec, base_dir=base_dir)
+
+    def pair(self, forget: list[Example], rng) -> list[Example]:
+        """:func:`paired_answers` of this set (read now if ``setup`` did not run)."""
+        if self.answers is None:
+            self.load()
+        return paired_answers(forget, self.answers, rng)

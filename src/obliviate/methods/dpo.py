@@ -31,8 +31,6 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from pydantic import Field
 
@@ -61,18 +59,15 @@ class DPO(Method):
 
     def __init__(self, config: DPOConfig):
         super().__init__(config)
-        self.answers: Optional[list[str]] = None
+        self.pool = answer_sets.AnswerPool(config.answers)
 
     def setup(self, model, reference, context) -> None:
-        # Read once before training, so a bad file stops the run before the first step.
-        self.answers = answer_sets.load_answers(self.config.answers, base_dir=context.get("base_dir"))
+        self.pool.load(context.get("base_dir"))
 
     def build_batch(self, forget, retain, ctx):
-        if self.answers is None:
-            self.answers = answer_sets.load_answers(self.config.answers)
         # Row i of "preferred" belongs to row i of "forget": the loop splits both groups across
         # processes with the same stride, so pairs stay together.
-        preferred = answer_sets.paired_answers(forget, self.answers, ctx.rng)
+        preferred = self.pool.pair(forget, ctx.rng)
         return {"forget": forget, "preferred": preferred, "retain": retain}
 
     def terms(self, model, batch, reference):

@@ -23,8 +23,6 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field
 
 from obliviate.methods import answer_sets, losses
@@ -50,16 +48,13 @@ class IdkNLL(Method):
 
     def __init__(self, config: IdkNLLConfig):
         super().__init__(config)
-        self.answers: Optional[list[str]] = None
+        self.pool = answer_sets.AnswerPool(config.answers)
 
     def setup(self, model, reference, context) -> None:
-        # Read once before training, so a bad file stops the run before the first step.
-        self.answers = answer_sets.load_answers(self.config.answers, base_dir=context.get("base_dir"))
+        self.pool.load(context.get("base_dir"))
 
     def build_batch(self, forget, retain, ctx):
-        if self.answers is None:
-            self.answers = answer_sets.load_answers(self.config.answers)
-        idk = answer_sets.paired_answers(forget, self.answers, ctx.rng)
+        idk = self.pool.pair(forget, ctx.rng)
         return {"idk": idk, "retain": retain}
 
     def terms(self, model, batch, reference):
