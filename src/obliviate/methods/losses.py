@@ -188,3 +188,40 @@ def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: f
     """
     mean_logp = logp / lengths.to(logp.dtype).clamp(min=1)
     return -(2.0 / beta) * torch.nn.functional.logsigmoid(-beta * mean_logp - gamma).mean()
+
+
+def weighted_ascent(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """Weighted gradient ascent (WGA): ``mean_i (1/|y_i|) · Σ_t sg(p_θ(y_t))^β · log p_θ(y_t)``.
+
+    ``logits`` (B, T, V) and ``labels`` (B, T) as everywhere in this module; returns a scalar.
+    Each response token's log-probability is weighted by the model's own probability of it raised
+    to ``beta``, detached (sg: no gradient through the weight). Minimising the loss pushes the
+    log-probabilities down, and a token already unlikely gets little weight, so the ascent stops
+    pushing where there is nothing left to forget. ``beta = 0`` gives every token weight 1: plain
+    gradient ascent (``gradient_ascent``). An example with no response token contributes 0.
+    """
+    logp, mask = token_logprobs(logits, labels)
+    weight = torch.exp(beta * logp.detach())
+    per_example = (weight * logp).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_example.mean()
+
+
+def adjusted_logit_distillation(
+    reference_logits: torch.Tensor, current_logits: torch.Tensor, labels: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """UNDIAL: KL(p_adj ‖ p_θ) per response token, averaged over tokens, then examples (a scalar).
+
+    ``reference_logits`` and ``current_logits`` are (B, T, V) over the same positions, ``labels``
+    (B, T). The target at the position that predicts response token y_t is
+    ``p_adj = softmax(reference_logits − γ · onehot(y_t))``: the original model's distribution with
+    the token to forget made e^γ times less likely against the rest. The target carries no
+    gradient. ``gamma = 0`` is the forward KL to the reference (``forward_kl``). The KL differs from
+    the cross-entropy to p_adj by the target's entropy, a constant: same gradient, but a value that
+    is 0 where the model matches the target.
+    """
+    adjusted = reference_logits.detach().to(torch.float32, copy=True)
+    targets = shifted_labels(labels)
+    mask = targets != IGNORE_INDEX
+    penalty = torch.full(targets.shape, -float(gamma), dtype=adjusted.dtype, device=adjusted.device) * mask
+    adjusted.scatter_add_(-1, targets.masked_fill(~mask, 0).unsqueeze(-1), penalty.unsqueeze(-1))
+    return forward_kl(adjusted, current_logits, labels)
