@@ -20,7 +20,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: Names served by ``obliviate.api``, imported when first asked for.
-_API = ("unlearn", "evaluate", "load_config", "tune_memory", "UnlearnResult")
+_API = ("unlearn", "evaluate", "load_config", "tune_memory", "in_context_baseline", "UnlearnResult")
 
 __all__ = ["__version__", *_API]
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from obliviate.config import RunConfig
     from obliviate.data.examples import Example
 
-__all__ = ["SUITES", "UnlearnResult", "evaluate", "load_config", "tune_memory", "unlearn"]
+__all__ = ["SUITES", "UnlearnResult", "evaluate", "in_context_baseline", "load_config", "tune_memory", "unlearn"]
 
 #: The evaluation suites ``evaluate`` runs.
 SUITES = ("harmful", "copyright")
@@ -336,6 +336,80 @@ def unlearn(
         stop_reason=result.stop_reason, seconds=result.seconds, tokens_per_s=result.tokens_per_s,
         peak_memory_mb=result.peak_memory_mb, model_dir=result.model_dir,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The in-context baseline
+
+
+def in_context_baseline(
+    model: Optional[PathLike] = None,
+    *,
+    forget: Any = None,
+    run_dir: Optional[PathLike] = None,
+    instruction: Optional[str] = None,
+    max_targets: int = 20,
+    prompt_field: str = "prompt",
+    overwrite: bool = False,
+) -> Path:
+    """Write a run folder for the in-context baseline: no training, no weight changed.
+
+    The folder's ``model/in_context.json`` names the base model and holds a system prompt: an
+    instruction not to reveal or discuss the forget targets (the forget prompts, deduplicated, the
+    first ``max_targets``). Loading the folder (``evaluate(run_dir)``, ``obliviate eval``,
+    :func:`obliviate.models.loading.load_trained`) gives the base model with every prompt opened by
+    that system prompt, so a report can set it beside real unlearning runs.
+
+    Args:
+        model: a model name or path (alias, folder, ``.gguf``, hub id, an unlearned run folder);
+            default: the default model. It is loaded at evaluation, not here.
+        forget: a data file, a list of dicts, a list of prompt strings or a ``datasets.Dataset``.
+        run_dir: the run folder (default: ``runs/in_context``).
+        instruction: replaces the default instruction; ``{targets}`` marks where the list of
+            targets goes (default: after the instruction).
+        max_targets: how many distinct forget prompts the instruction names.
+        overwrite: replace an existing run folder.
+
+    Returns the run folder.
+    """
+    from obliviate.models import DEFAULT_MODEL
+    from obliviate.models.in_context import build_system_prompt, write_in_context_model
+
+    if model is not None and not _is_path(model):
+        raise UserError(
+            f"model must be a model name or path (the folder records it, no weights are copied), not {type(model).__name__}"
+        )
+    if forget is None:
+        raise UserError("forget= is required: the prompts the instruction tells the model not to reveal")
+    if isinstance(max_targets, bool) or not isinstance(max_targets, int):
+        raise UserError(f"max_targets must be a whole number, not {max_targets!r}")
+    prompts = _prompts(forget, "forget", prompt_field)
+    system_prompt = build_system_prompt(prompts, instruction, max_targets)
+    base = DEFAULT_MODEL if model is None else os.fspath(model)
+    if Path(base).expanduser().exists():  # a local path is recorded absolute: the folder may be read from elsewhere
+        base = str(Path(base).expanduser().resolve())
+    target = Path(run_dir) if run_dir is not None else Path("runs") / "in_context"
+
+    import yaml
+
+    from obliviate.io import atomic_write_json, atomic_write_text, jsonl_text
+    from obliviate.train.run_dir import environment, prepare_run_dir
+
+    target = prepare_run_dir(target, overwrite=overwrite)
+    if _is_path(forget):
+        forget_path = Path(forget).expanduser().resolve()
+    else:  # rows given in memory are kept, so that config.yaml names a real file
+        forget_path = (target / "data" / "forget.jsonl").resolve()
+        atomic_write_text(forget_path, jsonl_text([{prompt_field: p} for p in prompts]))
+    config = {
+        "model": {"name": base},
+        "data": {"forget": {"path": str(forget_path), "prompt_field": prompt_field}},
+        "method": {"name": "in_context", "instruction": instruction, "max_targets": max_targets},
+    }
+    atomic_write_text(target / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    atomic_write_json(target / "env.json", environment(seed=0, precision="float32", extra={"method": "in_context"}))
+    write_in_context_model(target / "model", base, system_prompt)
+    return target
 
 
 # ----------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ _COMMAND_MODULES = [
     ("obliviate.cli.detect", None),
     ("obliviate.cli.demo", None),
     ("obliviate.cli.finetune", None),
+    ("obliviate.cli.in_context", None),
     ("obliviate.cli.report", None),
 ]
 

@@ -20,6 +20,9 @@ IGNORE_INDEX = -100
 PLAIN_PROMPT = "### Question: {prompt}\n ### Answer: "
 Template = Literal["auto", "chat", "plain", "text"]
 TEMPLATES: tuple[str, ...] = ("auto", "chat", "plain", "text")
+# A tokenizer carrying this attribute (a string) has every prompt opened by it as a system prompt:
+# that is how the in-context baseline (models.loading.load_trained) reaches every suite.
+SYSTEM_PROMPT_ATTR = "obliviate_system_prompt"
 
 
 def uses_chat_template(tokenizer, template: Template = "auto") -> bool:
@@ -31,16 +34,45 @@ def uses_chat_template(tokenizer, template: Template = "auto") -> bool:
     return has_chat
 
 
+def system_prompt(tokenizer) -> str | None:
+    """The system prompt attached to ``tokenizer`` (the in-context baseline's instruction), if any."""
+    text = getattr(tokenizer, SYSTEM_PROMPT_ATTR, None)
+    return text if isinstance(text, str) and text else None
+
+
+def _chat(tokenizer, messages: list[dict[str, str]], **kwargs) -> str:
+    """``apply_chat_template`` with the tokenizer's system prompt as the first turn.
+
+    A template that refuses a system turn (some raise on any role but user and assistant) gets the
+    instruction as the opening paragraph of the first user turn instead.
+    """
+    system = system_prompt(tokenizer)
+    if system is None:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(
+            [{"role": "system", "content": system}, *messages], tokenize=False, **kwargs
+        )
+    except TemplateError:
+        first = {**messages[0], "content": f"{system}\n\n{messages[0]['content']}"}
+        return tokenizer.apply_chat_template([first, *messages[1:]], tokenize=False, **kwargs)
+
+
 def prompt_text(tokenizer, prompt: str, template: Template = "auto") -> str:
-    """The text the model sees before its answer (ends where generation starts)."""
+    """The text the model sees before its answer (ends where generation starts).
+
+    A system prompt attached to the tokenizer (:func:`system_prompt`) opens the chat as a system
+    turn, or the plain template as a leading line; template ``text`` is raw text and gets none.
+    """
     if template == "text":
         return prompt
     if uses_chat_template(tokenizer, template):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        return _chat(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
     bos = tokenizer.bos_token or ""
-    return bos + PLAIN_PROMPT.format(prompt=prompt)
+    system = system_prompt(tokenizer)
+    return bos + (f"{system}\n" if system else "") + PLAIN_PROMPT.format(prompt=prompt)
 
 
 def response_text(tokenizer, prompt: str, response: str, template: Template = "auto") -> str:
@@ -49,9 +81,8 @@ def response_text(tokenizer, prompt: str, response: str, template: Template = "a
         return response
     if uses_chat_template(tokenizer, template):
         head = prompt_text(tokenizer, prompt, template)
-        full = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-            tokenize=False,
+        full = _chat(
+            tokenizer, [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         )
         if full.startswith(head):
             return full[len(head):].rstrip("\n")

@@ -45,6 +45,7 @@ from rich.markup import escape
 from obliviate.errors import UserError
 from obliviate.io import obliviate_home, sha256_file
 from obliviate.models import DEFAULT_MODEL
+from obliviate.models.in_context import IN_CONTEXT_FILE, read_in_context_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -812,13 +813,17 @@ def load_trained(spec: str | Path | None, *, trust_remote_code: bool = False) ->
     loaded through ``load_model_and_tokenizer`` and the adapter put on top, so
     ``disable_adapter()`` gives the original model back; the tokenizer saved beside the adapter is
     used when there is one, since a run may have changed it), or anything
-    ``load_model_and_tokenizer`` takes (``None``: the default model).
+    ``load_model_and_tokenizer`` takes (``None``: the default model). A folder holding
+    ``in_context.json`` (the in-context baseline, :mod:`obliviate.models.in_context`) loads its base
+    model with the system prompt attached to the tokenizer, which every prompt then opens with.
     """
     if spec is None:
         return load_model_and_tokenizer(None, trust_remote_code=trust_remote_code)
     folder = Path(spec).expanduser()
     if (folder / "model").is_dir() and not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
         folder = folder / "model"  # a run folder stands for its final model
+    if (folder / IN_CONTEXT_FILE).is_file():
+        return _load_in_context(folder / IN_CONTEXT_FILE, trust_remote_code)
     adapter_config = folder / "adapter_config.json"
     if not adapter_config.is_file():
         return load_model_and_tokenizer(str(folder) if folder.exists() else str(spec), trust_remote_code=trust_remote_code)
@@ -838,3 +843,18 @@ def load_trained(spec: str | Path | None, *, trust_remote_code: bool = False) ->
     with quiet_peft():
         model = PeftModel.from_pretrained(model, str(folder)).eval()
     return model, tokenizer
+
+
+def _load_in_context(pointer: Path, trust_remote_code: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The in-context baseline: its base model as loaded, the system prompt set on the tokenizer."""
+    from obliviate.data.formatting import SYSTEM_PROMPT_ATTR
+
+    info = read_in_context_model(pointer)
+    base = Path(info["base_model"]).expanduser()
+    for inner in (base / IN_CONTEXT_FILE, base / "model" / IN_CONTEXT_FILE):
+        if inner.is_file():  # two instructions would have to be merged; say so instead of guessing
+            raise UserError(f"{pointer}: base_model {info['base_model']} is itself an in-context model; point it at a real model")
+    model, tokenizer = load_trained(info["base_model"], trust_remote_code=trust_remote_code)
+    setattr(tokenizer, SYSTEM_PROMPT_ATTR, info["system_prompt"])
+    return model, tokenizer
+
