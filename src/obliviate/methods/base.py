@@ -3,7 +3,10 @@
 A method is a class with a pydantic ``Config`` of its options, registered under a snake_case
 name. The loop reads ``needs_reference`` and ``needs_retain``, may call ``setup``, builds each
 step's example groups with ``build_batch`` (default: forget and retain), tokenises them, and
-calls ``terms``. No method inherits from another; shared maths lives in ``obliviate.methods.losses``.
+calls ``terms``. After the last step, before the model is saved, it calls ``on_train_end`` (a
+method that edits the trained weights, e.g. ``task_vector``'s negation, does it there; checkpoints
+taken during training never hold the edit, so a resumed run applies it once). No method inherits
+from another; shared maths lives in ``obliviate.methods.losses``.
 
 A method's loss is a weighted sum of terms, each computed on one example group (forget,
 mismatch, retain, ...). ``terms`` yields them one at a time so that the loop can backpropagate
@@ -257,6 +260,10 @@ class Method:
     def on_step_end(self, state: Any) -> Optional[str]:
         """Return a reason to stop training early, or None."""
         return None
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        """Called once on every process after the last optimizer step, before the final model is
+        saved, with the unwrapped model (LoRA adapters attached if any): edit its weights here."""
 
 
 _REGISTRY: dict[str, type[Method]] = {}

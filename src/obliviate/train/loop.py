@@ -439,6 +439,7 @@ def run_training(
             progress_bar[0].stop()
 
     seconds = time.perf_counter() - started
+    method.on_train_end(unwrapped)  # every process, so the returned model is the saved one
     accelerator.wait_for_everyone()
     model_dir = None
     if is_main:
