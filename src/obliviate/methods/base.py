@@ -297,3 +297,11 @@ def retain_term(method_name: str, kind: str, weight: float, model, batch, refere
         yield LossTerm("retain", weight, losses.nll(out.logits, labels))
     else:
         yield LossTerm("retain_kl", weight, losses.forward_kl(reference.answer_logits(retain), out.logits, labels))
+
+
+def forget_and_optional_retain(kind: str, forget: list, retain: Optional[list]) -> dict[str, list]:
+    """The example groups of a method whose retain term is optional (``retain_loss``): the retain
+    rows only when a retain term is chosen and there are some."""
+    if kind == "none" or retain is None:
+        return {"forget": forget}
+    return {"forget": forget, "retain": retain}

@@ -40,7 +40,15 @@ import torch
 from pydantic import Field
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
+from obliviate.methods.base import (
+    LossTerm,
+    Method,
+    MethodConfig,
+    forget_and_optional_retain,
+    forward_answers,
+    register,
+    retain_term,
+)
 
 CACHE_FILE = "reference_logprobs.json"
 _CHUNK = 8  # forget pairs per reference forward pass in setup
@@ -86,9 +94,7 @@ class NPO(Method):
         }
 
     def build_batch(self, forget, retain, ctx):
-        if self.config.retain_loss == "none" or retain is None:
-            return {"forget": forget}
-        return {"forget": forget, "retain": retain}
+        return forget_and_optional_retain(self.config.retain_loss, forget, retain)
 
     def terms(self, model, batch, reference):
         cfg = self.config

@@ -38,7 +38,15 @@ from typing import Literal
 from pydantic import Field
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
+from obliviate.methods.base import (
+    LossTerm,
+    Method,
+    MethodConfig,
+    forget_and_optional_retain,
+    forward_answers,
+    register,
+    retain_term,
+)
 
 
 class UNDIALConfig(MethodConfig):
@@ -60,9 +68,7 @@ class UNDIAL(Method):
         self.needs_retain = config.retain_loss != "none"
 
     def build_batch(self, forget, retain, ctx):
-        if self.config.retain_loss == "none" or retain is None:
-            return {"forget": forget}
-        return {"forget": forget, "retain": retain}
+        return forget_and_optional_retain(self.config.retain_loss, forget, retain)
 
     def terms(self, model, batch, reference):
         cfg = self.config
