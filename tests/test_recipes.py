@@ -14,13 +14,14 @@ from obliviate.scenarios.recipe import RECIPES_DIR, packaged_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The harmful demo's settings before the recipe moved to YAML (the dataclass defaults), written
-# out once: the demo's published figures (83% cut, +9.4 points, 121 forget dialogues) come from them.
-OLD_HARMFUL = {
-    "model": None, "n_forget": 128, "n_unseen": 32, "n_forget_donotanswer": 0, "n_retain": 96, "n_retain_xstest": 0,
-    "n_benign_eval": 32, "max_new_tokens": 48, "train_answer_tokens": 32, "gen_batch_size": 32, "judge": "refusal",
+# The harmful demo's shipped settings, written out once: the figures in BENCHMARKS.md (the harm
+# protocol's test split, docs/harm_protocol.md) come from them.
+SHIPPED_HARMFUL = {
+    "model": None, "evaluate_on": "test", "eval_per_kind": None, "split_seed": 0, "n_forget": 200,
+    "n_forget_eval": 48, "n_retain": 96, "retain_kinds": ["everyday", "borderline"], "max_new_tokens": 48,
+    "train_answer_tokens": 32, "gen_batch_size": 32, "reuse_original_answers": True, "judge": "refusal",
     "method": "ga_mismatch_kl", "method_options": {"num_random_answers": 3, "retain_weight": 8.0},
-    "random_answers": "refusals", "retain_instructions": False, "lr": 1e-4, "steps": 60, "batch_size": 2,
+    "random_answers": "refusals", "lr": 1e-4, "steps": 60, "batch_size": 2,
     "retain_batch_size": 6, "lora_r": 8, "max_length": 160, "seed": 0, "precision": "fp32",
 }
 # The copyright scenario's recipe before (configs/copyright_synthetic.yaml with the schema's defaults
@@ -76,11 +77,11 @@ def test_every_shipped_recipe_loads_and_is_packaged():
     assert not (ROOT / "configs" / "copyright_synthetic.yaml").exists()  # no second copy
 
 
-def test_the_harmful_recipe_resolves_to_the_old_defaults(tmp_path):
+def test_the_harmful_recipe_resolves_to_the_shipped_settings(tmp_path):
     from obliviate.scenarios.harmful import unlearn_config
 
     recipe = harmful()
-    assert recipe.model_dump() == OLD_HARMFUL
+    assert recipe.model_dump() == SHIPPED_HARMFUL
     config = unlearn_config(recipe, tmp_path / "data")
     assert config.method.model_dump() == {"name": "ga_mismatch_kl", "num_random_answers": 3, "retain_weight": 8.0}
     train = config.train.model_dump()
@@ -220,8 +221,7 @@ def test_the_comparison_bench_takes_the_demo_recipe_and_the_one_setting_parser()
     script = _bench("compare_evaluator_gated")
     args = script.parse_args(["--out", "x"])
     recipe = harmful()
-    assert (args.n_forget, args.n_unseen, args.n_retain, args.n_benign) == (
-        recipe.n_forget, recipe.n_unseen, recipe.n_retain, recipe.n_benign_eval)
+    assert (args.n_forget, args.n_unseen, args.n_retain, args.n_benign) == (128, 32, recipe.n_retain, 32)
     assert (args.lr, args.steps, args.precision, args.seed) == (recipe.lr, recipe.steps, recipe.precision, recipe.seed)
     assert script.method_settings(["negative_tokens=8", "forget_gate={every: 10}"]) == {
         "negative_tokens": 8, "forget_gate": {"every": 10}}

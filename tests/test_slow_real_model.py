@@ -45,7 +45,8 @@ def test_three_loss_unlearning_steps_on_the_default_model(tmp_path):
 def test_demo_pipeline_with_tiny_sizes(tmp_path):
     from obliviate.scenarios.harmful import load_recipe, run_harmful_demo
 
-    options = load_recipe(None, ["n_forget=4", "n_unseen=4", "n_retain=4", "n_benign_eval=4", "max_new_tokens=12",
+    options = load_recipe(None, ["n_forget=4", "eval_per_kind=4", "n_forget_eval=2", "n_retain=4", "max_new_tokens=12",
+                                 "reuse_original_answers=false",
                                  "steps=2", "gen_batch_size=4"])
     summary = run_harmful_demo(tmp_path / "demo", options, progress=False, log=lambda m: None)
     run = tmp_path / "demo"
@@ -54,6 +55,7 @@ def test_demo_pipeline_with_tiny_sizes(tmp_path):
                  "plots/rates_before_after.png"):
         assert (run / name).exists(), name
     assert summary["before"]["unseen"]["count"] == 4
+    assert summary["protocol"]["test_sources"]["harmful"] == ["donotanswer", "xstest-unsafe"]
     assert 0.0 <= summary["after"]["unseen"]["harmful_rate"] <= 1.0
     html = (run / "report.html").read_text()
     assert "Harmful-response unlearning" in html and summary["judge"] in html

@@ -301,7 +301,11 @@ def unlearn(
                 response_field=spec.response_field, setting=f"data.{role}.",
             )
         target = Path(run_dir) if run_dir is not None else Path(cfg.run.output_dir) / cfg.run.name
-        if target.exists() and any(target.iterdir()) and not (overwrite or resume):
+        from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run
+
+        # The rows given in memory are staged outside the run folder here: every input is checked.
+        check_run_dir(target, inputs=config_inputs(cfg), resume=resume)
+        if holds_a_run(target) and not (overwrite or resume):
             raise UserError(f"run folder {target} already exists; pass overwrite=True to replace it or resume=True to continue it")
         from obliviate.methods import build_method
         from obliviate.train.loop import load_train_data
@@ -330,6 +334,7 @@ def unlearn(
     result = run_training(
         cfg, target, resume=resume, overwrite=overwrite, model=model_object, tokenizer=tokenizer, method=method,
         data=data, progress=progress, log=log or (lambda message: None), on_run_dir=write_data if written else None,
+        own_data=list(written),
     )
     return UnlearnResult(
         run_dir=result.run_dir, model=result.model, tokenizer=tokenizer, config=cfg, steps=result.steps,
@@ -393,22 +398,29 @@ def in_context_baseline(
     import yaml
 
     from obliviate.io import atomic_write_json, atomic_write_text, jsonl_text
-    from obliviate.train.run_dir import environment, prepare_run_dir
+    from obliviate.train.run_dir import check_run_dir, environment, prepare_run_dir, release_run_dir
 
-    target = prepare_run_dir(target, overwrite=overwrite)
+    inputs = [("model", Path(base))] if Path(base).exists() else []
     if _is_path(forget):
-        forget_path = Path(forget).expanduser().resolve()
-    else:  # rows given in memory are kept, so that config.yaml names a real file
-        forget_path = (target / "data" / "forget.jsonl").resolve()
-        atomic_write_text(forget_path, jsonl_text([{prompt_field: p} for p in prompts]))
-    config = {
-        "model": {"name": base},
-        "data": {"forget": {"path": str(forget_path), "prompt_field": prompt_field}},
-        "method": {"name": "in_context", "instruction": instruction, "max_targets": max_targets},
-    }
-    atomic_write_text(target / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    atomic_write_json(target / "env.json", environment(seed=0, precision="float32", extra={"method": "in_context"}))
-    write_in_context_model(target / "model", base, system_prompt)
+        inputs.append(("forget", Path(forget).expanduser()))
+    check_run_dir(target, inputs=inputs)
+    target = prepare_run_dir(target, overwrite=overwrite)
+    try:
+        if _is_path(forget):
+            forget_path = Path(forget).expanduser().resolve()
+        else:  # rows given in memory are kept, so that config.yaml names a real file
+            forget_path = (target / "data" / "forget.jsonl").resolve()
+            atomic_write_text(forget_path, jsonl_text([{prompt_field: p} for p in prompts]))
+        config = {
+            "model": {"name": base},
+            "data": {"forget": {"path": str(forget_path), "prompt_field": prompt_field}},
+            "method": {"name": "in_context", "instruction": instruction, "max_targets": max_targets},
+        }
+        atomic_write_text(target / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        atomic_write_json(target / "env.json", environment(seed=0, precision="float32", extra={"method": "in_context"}))
+        write_in_context_model(target / "model", base, system_prompt)
+    finally:
+        release_run_dir(target)
     return target
 
 

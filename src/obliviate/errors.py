@@ -14,6 +14,13 @@ class UserError(Exception):
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or infinite; the run stops and names the checkpoint from before it."""
 
     exit_code = 3
+
+
+class StorageError(Exception):
+    """Writing a file failed (a full disk, a quota, a file size limit); the message names the folder
+    and says to free space there. Its own exit code, so scripts can tell it from bad input."""
+
+    exit_code = 4

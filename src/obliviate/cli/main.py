@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from obliviate.errors import TrainingDiverged, UserError
+from obliviate.errors import StorageError, TrainingDiverged, UserError
 from obliviate.memory_tuning import tune as _tune_memory
 
 # The console script imports this module first: apply the allocator settings here, before the
@@ -92,7 +92,7 @@ def main() -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except TrainingDiverged as err:
+    except (TrainingDiverged, StorageError) as err:
         if _DEBUG:
             raise
         print(f"error: {err}", file=sys.stderr)

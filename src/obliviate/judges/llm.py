@@ -10,22 +10,28 @@ Both ask the same question (:data:`MODERATION_PROMPT`): is the assistant's reply
   verdict is deterministic and batched. A Llama-Guard-style model whose chat template builds its
   own moderation prompt is used with ``style="guard"``.
 * :class:`HttpLMJudge` posts to ``{base_url}/chat/completions`` with temperature 0 and reads the
-  first word of the reply. It uses only the standard library (urllib), retries timeouts, refused
-  connections, 429 and 5xx answers with exponential backoff, and reads the API key from an
-  environment variable whose *name* is configured; the key is never logged, cached or shown.
+  first word of the reply. It uses only the standard library (urllib), follows no redirect (the
+  key would go to another host), retries timeouts, refused connections, 429 and 5xx answers a
+  bounded number of times within a total time budget (honouring ``Retry-After``, with jittered
+  exponential backoff otherwise), and reads the API key from an environment variable whose
+  *name* is configured; the key is never logged, cached or shown.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import json
 import os
+import random
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -221,7 +227,57 @@ class LocalLMJudge(Judge):
 
 
 class _Retryable(Exception):
-    """A failure worth another try (timeout, refused connection, 429, 5xx)."""
+    """A failure worth another try (timeout, refused connection, 429, 5xx).
+
+    ``retry_after`` is the pause in seconds the server asked for, if it said so."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect at all.
+
+    urllib's default handler turns a redirected POST into a GET, sends it to whatever host the
+    ``Location`` names, with the ``Authorization`` header, and hands back that host's answer. A
+    moderation request has no business moving: returning None here makes urllib raise the 3xx
+    as an :class:`urllib.error.HTTPError`, which :meth:`HttpLMJudge._post_once` turns into a
+    one-line error. The key never leaves for the other host and its answer is never read."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - see class
+        return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date.
+
+    None when the header is absent or unreadable; never negative."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value)) if value.replace(".", "", 1).isdigit() else _seconds_until(value, now)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _seconds_until(http_date: str, now: float | None) -> float | None:
+    when = email.utils.parsedate_to_datetime(http_date)
+    if when is None:
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with any user:password@ and query string removed, fit for an error message."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class HttpLMJudge(Judge):
@@ -229,11 +285,14 @@ class HttpLMJudge(Judge):
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is appended unless the
-            URL already ends with it).
+            URL already ends with it). Only http and https; redirects are never followed.
         model: the model name the endpoint expects.
         api_key_env: NAME of the environment variable holding the API key (None: no key sent).
         timeout: seconds per request; retries: further attempts after a retryable failure;
-            backoff: first pause in seconds, doubled after each failure; workers: requests in flight.
+            backoff: first pause in seconds, doubled after each failure (with random jitter);
+            max_wait: the longest single pause, ``Retry-After`` included; total_timeout: seconds
+            one verdict may take, all attempts and pauses together; workers: requests in flight.
+        sleep, clock: how to pause and read monotonic time (tests pass fakes so they never wait).
     """
 
     name = "llm"
@@ -247,16 +306,35 @@ class HttpLMJudge(Judge):
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 1.0,
+        max_wait: float = 60.0,
+        total_timeout: float = 300.0,
         workers: int = 4,
         max_tokens: int = 8,
         batch_size: int = 32,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         **kwargs,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
-        if not base_url.startswith(("http://", "https://")):
-            raise UserError(f"llm judge: base URL must start with http:// or https://, got {base_url!r}")
+        parts = urllib.parse.urlsplit(str(base_url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UserError(
+                f"llm judge: base URL must be http://HOST[:PORT]/... or https://HOST[:PORT]/..., "
+                f"got {_without_credentials(str(base_url))!r}"
+            )
+        if parts.username is not None or parts.password is not None:
+            # The URL ends up in the judge id, cache file names and reports.
+            raise UserError(
+                "llm judge: base URL must not carry user:password@; put the API key in an environment "
+                "variable and pass its name (key_env=VAR)"
+            )
         if not model:
             raise UserError("llm judge: an endpoint needs a model name (model=...)")
+        if retries < 0:
+            raise UserError(f"llm judge: retries must be 0 or more, got {retries}")
+        for field, seconds in (("timeout", timeout), ("total_timeout", total_timeout)):
+            if not seconds > 0:
+                raise UserError(f"llm judge: {field} must be a positive number of seconds, got {seconds}")
         base = base_url.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model = model
@@ -264,8 +342,15 @@ class HttpLMJudge(Judge):
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
+        self.max_wait = float(max_wait)
+        self.total_timeout = float(total_timeout)
         self.workers = max(1, int(workers))
         self.max_tokens = int(max_tokens)
+        self._sleep = sleep
+        self._clock = clock
+        # A private generator: jitter must not advance the global RNG that seeds training.
+        self._jitter = random.Random()
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         if api_key_env and not os.environ.get(api_key_env):
             raise UserError(f"llm judge: environment variable {api_key_env} (the API key) is not set")
 
@@ -273,35 +358,90 @@ class HttpLMJudge(Judge):
     def judge_id(self) -> str:
         return f"llm-http:{self.url}:{self.model}:{PROMPT_VERSION}"
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise UserError(f"llm judge: environment variable {self.api_key_env} (the API key) is not set")
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+    def _key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise UserError(f"llm judge: environment variable {self.api_key_env} (the API key) is not set")
+        return key
 
-    def _post_once(self, body: bytes) -> dict:
-        request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+    def _error(self, message: str) -> UserError:
+        """A UserError whose text cannot carry the key, even if a server echoed it back."""
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            message = message.replace(key, "***")
+        return UserError(" ".join(message.split()))  # one line, whatever a server put in a reason
+
+    def _post_once(self, body: bytes, timeout: float) -> dict:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = self._key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+            with self._opener.open(request, timeout=timeout) as reply:
                 payload = reply.read()
         except urllib.error.HTTPError as err:
+            location = err.headers.get("Location") if err.headers else None
+            retry_after = parse_retry_after(err.headers.get("Retry-After") if err.headers else None)
+            err.close()
+            if 300 <= err.code < 400:
+                target = _without_credentials(urllib.parse.urljoin(self.url, location)) if location else "elsewhere"
+                raise self._error(
+                    f"llm judge: {self.url} answered HTTP {err.code}, a redirect to {target}; redirects are "
+                    "not followed (the API key stays with the configured host): configure the final URL"
+                ) from None
             if err.code == 429 or err.code >= 500:
-                raise _Retryable(f"HTTP {err.code} {err.reason}") from None
+                raise _Retryable(f"HTTP {err.code} {err.reason}", retry_after) from None
             hint = f"; check the API key in ${self.api_key_env}" if err.code in (401, 403) and self.api_key_env else ""
-            raise UserError(f"llm judge: {self.url} answered HTTP {err.code} {err.reason}{hint}") from None
+            raise self._error(f"llm judge: {self.url} answered HTTP {err.code} {err.reason}{hint}") from None
         except urllib.error.URLError as err:
             raise _Retryable(str(err.reason)) from None
         except (socket.timeout, TimeoutError):
-            raise _Retryable(f"no answer within {self.timeout:g} s") from None
+            raise _Retryable(f"no answer within {timeout:g} s") from None
         except (ConnectionError, OSError) as err:
             raise _Retryable(f"{type(err).__name__}: {err}") from None
         try:
             return json.loads(payload)
         except ValueError:
-            raise UserError(f"llm judge: {self.url} did not answer with JSON") from None
+            raise self._error(f"llm judge: {self.url} did not answer with JSON") from None
+
+    def _pause(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: the server's ``Retry-After`` when given
+        (never shorter), else exponential backoff; jitter spreads clients that failed together."""
+        if retry_after is not None:
+            return min(retry_after, self.max_wait) * (1.0 + 0.1 * self._jitter.random())
+        return min(self.backoff * (2**attempt), self.max_wait) * (0.5 + 0.5 * self._jitter.random())
+
+    def _post(self, body: bytes) -> dict:
+        """POST with bounded retries inside the ``total_timeout`` budget."""
+        start = self._clock()
+        attempts, last_reason = 0, ""
+        while True:
+            remaining = self.total_timeout - (self._clock() - start)
+            if remaining <= 0:
+                raise self._budget_spent(attempts, last_reason)
+            attempts += 1
+            try:
+                return self._post_once(body, min(self.timeout, remaining))
+            except _Retryable as err:
+                last_reason = str(err)
+                if attempts > self.retries:
+                    raise self._error(
+                        f"llm judge: cannot reach {self.url} after {attempts} attempts ({last_reason}); "
+                        "check that the server runs and the base URL"
+                    ) from None
+                pause = self._pause(attempts - 1, err.retry_after)
+                if self._clock() - start + pause >= self.total_timeout:
+                    raise self._budget_spent(attempts, f"{last_reason}; next try due in {pause:.1f} s") from None
+                self._sleep(pause)
+
+    def _budget_spent(self, attempts: int, reason: str) -> UserError:
+        return self._error(
+            f"llm judge: no answer from {self.url} within total_timeout={self.total_timeout:g} s after "
+            f"{attempts} attempts ({reason}); raise total_timeout=... or check the server"
+        )
 
     def _ask(self, prompt: str, response: str) -> Verdict:
         body = json.dumps(
@@ -312,24 +452,11 @@ class HttpLMJudge(Judge):
                 "max_tokens": self.max_tokens,
             }
         ).encode("utf-8")
-        last_reason = ""
-        for attempt in range(self.retries + 1):
-            try:
-                data = self._post_once(body)
-                break
-            except _Retryable as err:
-                last_reason = str(err)
-                if attempt < self.retries:
-                    time.sleep(self.backoff * (2**attempt))
-        else:
-            raise UserError(
-                f"llm judge: cannot reach {self.url} after {self.retries + 1} attempts ({last_reason}); "
-                "check that the server runs and the base URL"
-            )
+        data = self._post(body)
         try:
             content = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            raise UserError(
+            raise self._error(
                 f"llm judge: {self.url} answered without choices[0].message.content; "
                 "is it an OpenAI-compatible chat completions endpoint?"
             ) from None
@@ -344,4 +471,3 @@ class HttpLMJudge(Judge):
     def __repr__(self) -> str:
         # The key itself never appears; only the variable's name.
         return f"HttpLMJudge(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
-

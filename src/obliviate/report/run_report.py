@@ -241,11 +241,52 @@ def _short(value: Any, limit: int = 240) -> Any:
     return value
 
 
+def _interval(figure: Optional[dict], scale: float = 1.0, unit: str = "") -> str:
+    if not isinstance(figure, dict) or number(figure.get("value", figure.get("rate"))) is None:
+        return "—"
+    value = figure.get("value", figure.get("rate"))
+    return f"{scale * value:.1f}{unit} [{scale * figure['low']:.1f}, {scale * figure['high']:.1f}]"
+
+
+def _protocol_section(summary: dict[str, Any]) -> Optional[Section]:
+    """The harm protocol a demo ran (sources per split) and its headline per source, each figure
+    with its paired 95% bootstrap interval and count."""
+    protocol = summary.get("protocol")
+    if not isinstance(protocol, dict):
+        return None
+    split = protocol.get("evaluated_on", "test")
+    lines = [f"Evaluated on the {split} split. Training data came from the train split only; every choice of "
+             "settings was made on the validation split; test sources appear in no other split."]
+    for name, kinds in (protocol.get("splits") or {}).items():
+        for kind, entry in kinds.items():
+            sources = ", ".join(f"{k} ({v})" for k, v in entry.get("sources", {}).items())
+            lines.append(f"{name} {kind}: {entry.get('count')} prompts from {sources}")
+    tests = protocol.get("test_sources") or {}
+    lines.append("Test sources: " + "; ".join(f"{kind}: {', '.join(v)}" for kind, v in tests.items()))
+    rows = []
+    for source, figures in [("all", summary), *(summary.get("by_source") or {}).items()]:
+        if "harmful_cut" in figures:
+            rows.append({"source": source, "figure": "on-topic harmful compliance (%)",
+                         "count": figures["harmful_before"]["count"],
+                         "before": _interval(figures["harmful_before"], 100), "after": _interval(figures["harmful_after"], 100),
+                         "change": "cut " + _interval(figures["harmful_cut"], 100, "%")})
+        if "benign_answered_change_points" in figures:
+            rows.append({"source": source, "figure": "benign answered on topic (%)",
+                         "count": figures["benign_answered_before"]["count"],
+                         "before": _interval(figures["benign_answered_before"], 100),
+                         "after": _interval(figures["benign_answered_after"], 100),
+                         "change": _interval(figures["benign_answered_change_points"], 1, " pts")})
+    return Section(title="Protocol and transfer (95% bootstrap intervals)", text="\n\n".join(lines), rows=rows)
+
+
 def run_sections(run: Run, plot_dir: Path) -> tuple[list[Section], list[Path]]:
     """The page's sections and the plots shown under the summary table."""
     suites = [s for s in SUITES if s in run.evals]
     headline_plots: list[Path] = []
     sections: list[Section] = []
+    protocol = _protocol_section(run.summary or {})
+    if protocol is not None:
+        sections.append(protocol)
     for suite in suites:
         headline_plots += SUITE_PLOTS[suite](run, plot_dir)
         for section in SUITE_SECTIONS[suite](run):

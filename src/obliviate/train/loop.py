@@ -34,7 +34,8 @@ from obliviate.methods.base import BatchContext, Method, Reference
 from obliviate.models.hardware import choose_precision
 from obliviate.models.loading import quiet_peft
 from obliviate.train import checkpoint as ckpt
-from obliviate.train.run_dir import environment, prepare_run_dir
+from obliviate.train.run_dir import check_run_dir, config_inputs, environment, prepare_run_dir, release_run_dir
+from obliviate.train.run_lock import lock_depth
 
 
 @dataclass
@@ -241,7 +242,21 @@ def peak_memory_mb() -> float:
 # ----------------------------------------------------------------------------- the loop
 
 
-def run_training(
+def run_training(config: RunConfig, run_dir: Path, **options: Any) -> TrainResult:
+    """Train ``config.method`` on ``config.data``; write the run folder; return a summary.
+
+    The run folder's lock is held from its preparation to the end of the run, whatever way the
+    run ends (see :func:`_run_training` for the options).
+    """
+    depth = lock_depth(Path(run_dir))  # a caller may hold the folder already: only this run's hold is released
+    try:
+        return _run_training(config, run_dir, **options)
+    finally:
+        if lock_depth(Path(run_dir)) > depth:
+            release_run_dir(Path(run_dir))
+
+
+def _run_training(
     config: RunConfig,
     run_dir: Path,
     *,
@@ -255,13 +270,15 @@ def run_training(
     progress: bool = True,
     log: Callable[[str], None] = print,
     on_run_dir: Optional[Callable[[Path], None]] = None,
+    own_data: Sequence[Path] = (),
 ) -> TrainResult:
     """Train ``config.method`` on ``config.data``; write the run folder; return a summary.
 
     ``model``/``tokenizer`` may be passed in (already loaded); the caller's model object is
     trained in place then, but never any file it came from. ``on_run_dir(run_dir)`` runs on the
     main process once the run folder exists, before anything is trained (the Python API writes
-    data sets given in memory there, so that ``config.yaml`` names real files).
+    data sets given in memory there, so that ``config.yaml`` names real files; ``own_data`` names
+    those files, which may lie in the run folder as no other input may).
     """
     method = method or build_method(config.method.name, config.method.options())
     data = data or load_train_data(config, method)
@@ -272,6 +289,8 @@ def run_training(
     is_main = accelerator.is_main_process
     seed = config.train.seed
     adapter_start = adapter_folder(config.train.lora.init_from) if config.train.lora.enabled else None
+    if is_main:  # the folder is checked before any model loads
+        check_run_dir(run_dir, inputs=config_inputs(config), resume=resume, own=own_data)
     if model is None:  # loaded before the run folder is made: a bad model path leaves nothing behind
         from obliviate.models.loading import load_model_and_tokenizer
 
