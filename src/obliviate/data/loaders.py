@@ -54,9 +54,23 @@ def _rows_json(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _rows_csv(path: Path) -> Iterator[tuple[str, Any]]:
     with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            yield f"{path}:{reader.line_num}", row
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        for cells in reader:
+            where = f"{path}:{reader.line_num}"
+            if not cells:
+                continue  # a blank line, as DictReader skips it
+            if len(cells) != len(header):
+                # DictReader would fill a short row with None, reported later as a "missing" field.
+                short = len(cells) < len(header)
+                fix = "give every column a cell (an empty one still needs its comma)" if short else "quote cells that hold a comma"
+                raise UserError(
+                    f"{where}: {'short' if short else 'long'} row: {len(cells)} cell(s) where the header "
+                    f"({', '.join(header)}) has {len(header)}; {fix}"
+                )
+            yield where, dict(zip(header, cells))
 
 
 def _rows_table(table, source: str) -> Iterator[tuple[str, Any]]:
@@ -129,8 +143,20 @@ def iter_rows(path: str | Path, fmt: str = "auto", split: str = "train") -> Iter
     try:
         reader = {"jsonl": _rows_jsonl, "json": _rows_json, "csv": _rows_csv, "parquet": _rows_parquet}[fmt]
         yield from reader(p)
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise UserError(f"{p}:{_first_bad_utf8_line(p)}: not UTF-8 text; save the file as UTF-8") from None
+    except OSError as err:
         raise UserError(f"{p}: cannot read it ({err.__class__.__name__}: {err})") from None
+
+
+def _first_bad_utf8_line(path: Path) -> int:
+    """The line of the first byte that is not UTF-8 (the decoder's own offset is into a buffer)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data[: err.start].count(b"\n") + 1
+    return 1
 
 
 def load_examples(

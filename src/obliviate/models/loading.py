@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -148,6 +149,27 @@ def quiet_peft():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
+
+
+@contextlib.contextmanager
+def refusing_pickles(file: str | Path):
+    """Turn ``torch.load(weights_only=True)`` refusing ``file`` into one line naming it.
+
+    torch's own message advises passing ``weights_only=False``, which would run whatever code the
+    file's pickled objects carry; obliviate never does that, so the advice is left out."""
+    try:
+        yield
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"{file}: holds pickled Python objects, not only tensors; obliviate will not load it (unpickling "
+            "can run arbitrary code). Use a file obliviate or peft saved, or safetensors weights"
+        ) from None
+
+
+def adapter_weights_file(folder: Path) -> Path:
+    """The weights file peft reads from an adapter folder: safetensors when there, else the .bin."""
+    safetensors = folder / "adapter_model.safetensors"
+    return safetensors if safetensors.is_file() else folder / "adapter_model.bin"
 
 
 def models_dir() -> Path:
@@ -840,7 +862,7 @@ def load_trained(spec: str | Path | None, *, trust_remote_code: bool = False) ->
         tokenizer = _load_tokenizer(
             ResolvedModel(str(folder), "local", str(folder)), trust_remote_code, tokenizer.padding_side
         )
-    with quiet_peft():
+    with quiet_peft(), refusing_pickles(adapter_weights_file(folder)):
         model = PeftModel.from_pretrained(model, str(folder)).eval()
     return model, tokenizer
 

@@ -8,13 +8,18 @@ with ``torch.load(weights_only=True)``, which cannot execute code.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from obliviate.errors import StorageError
+from obliviate.models.loading import refusing_pickles
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -42,7 +47,39 @@ def latest_checkpoint(folder: Path) -> Optional[tuple[int, Path]]:
 def save_checkpoint(
     folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int
 ) -> Path:
-    """Write ``folder/step-<step>`` (weights from the main process, RNG state from every rank)."""
+    """Write ``folder/step-<step>`` (weights from the main process, RNG state from every rank).
+
+    A failed write (a full disk, a quota) removes the half-written temporary folder, leaves the
+    earlier checkpoints as they were and raises ``StorageError`` naming the folder."""
+    final = folder / f"step-{step}"
+    tmp = folder / f".tmp-step-{step}"
+    try:
+        _write_checkpoint(folder, step, model, optimizer, scheduler, is_main=is_main, rank=rank, keep=keep)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        # safetensors and torch.save report a failed write as their own errors, not OSError.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(_write_failure(folder, step, err)) from None
+    return final
+
+
+def _write_failure(folder: Path, step: int, err: BaseException) -> str:
+    space = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if isinstance(err, OSError) and err.errno is not None:
+        text = err.strerror or text
+        full = err.errno in space
+    else:
+        full = any(word in text.lower() for word in ("no space", "too large", "quota", "unexpected pos", "failed writing"))
+    hint = f"free space in {folder}" if full else f"check that {folder} is writable and has free space"
+    return (
+        f"could not write the checkpoint of step {step} in {folder} ({text}); {hint}, then rerun with --resume "
+        "(the earlier checkpoints are intact)"
+    )
+
+
+def _write_checkpoint(
+    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int
+) -> None:
     final = folder / f"step-{step}"
     tmp = folder / f".tmp-step-{step}"
     if is_main:
@@ -64,7 +101,6 @@ def save_checkpoint(
         for _, old in list_checkpoints(folder)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
-    return final
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, *, rank: int) -> int:
@@ -77,16 +113,22 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, *,
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    optimizer.load_state_dict(_load_plain(path / "optimizer.pt"))
+    state = _load_plain(path / "trainer_state.pt")
     scheduler.load_state_dict(state["scheduler"])
     rng_file = path / f"rng-{rank}.pt"
     if rng_file.exists():
-        rng = torch.load(rng_file, weights_only=True)
+        rng = _load_plain(rng_file)
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     return int(state["step"])
+
+
+def _load_plain(file: Path):
+    """Tensors and plain containers only; a file with other pickled objects is a one-line error."""
+    with refusing_pickles(file):
+        return torch.load(file, weights_only=True)
 
 
 def _barrier() -> None:

@@ -32,7 +32,7 @@ from obliviate.io import append_jsonl, atomic_write_json, atomic_write_text
 from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Method, Reference
 from obliviate.models.hardware import choose_precision
-from obliviate.models.loading import quiet_peft
+from obliviate.models.loading import adapter_weights_file, quiet_peft, refusing_pickles
 from obliviate.train import checkpoint as ckpt
 from obliviate.train.run_dir import check_run_dir, config_inputs, environment, prepare_run_dir, release_run_dir
 from obliviate.train.run_lock import lock_depth
@@ -203,7 +203,7 @@ def continue_adapter(
 
     frozen = None
     try:
-        with quiet_peft():
+        with quiet_peft(), refusing_pickles(adapter_weights_file(folder)):
             if needs_reference:
                 frozen = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
                 frozen = frozen.eval().requires_grad_(False)
@@ -412,12 +412,14 @@ def _run_training(
                         if math.isfinite(parts["total"]):  # a non-finite loss is never backpropagated
                             accelerator.backward(out.total / accum)
                 if not math.isfinite(parts["total"]):
-                    raise TrainingDiverged(_diverged_message(step, parts, checkpoints))
+                    raise _diverged(run_dir, step, parts, method=method.name, total_steps=steps, is_main=is_main)
                 for name, value in parts.items():
                     parts_sum[name] = parts_sum.get(name, 0.0) + value / accum
             grad_norm = _clip(accelerator, trainable, config.train.max_grad_norm)
             if not math.isfinite(grad_norm):
-                raise TrainingDiverged(_diverged_message(step, {"grad_norm": grad_norm}, checkpoints))
+                raise _diverged(
+                    run_dir, step, {"grad_norm": grad_norm}, method=method.name, total_steps=steps, is_main=is_main
+                )
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -568,11 +570,45 @@ def _mean_across(accelerator, parts: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, values.tolist()))
 
 
-def _diverged_message(step: int, parts: dict[str, float], checkpoints: Path) -> str:
-    last = ckpt.latest_checkpoint(checkpoints)
-    kept = f"the last good checkpoint is {last[1]}" if last else "no checkpoint was saved before it"
+def _diverged(
+    run_dir: Path, step: int, parts: dict[str, float], *, method: str, total_steps: int, is_main: bool
+) -> TrainingDiverged:
+    """Write train_summary.json for a run stopped by a non-finite loss or gradient at ``step`` and
+    return the error to raise; both name the last checkpoint known to hold finite-loss weights.
+
+    The checkpoint of step K holds the weights after step K's update; their loss is first measured
+    at step K+1. So the checkpoint of the step just before the divergence holds the very weights
+    the non-finite value came from (and resuming from it, bit-identical, repeats it); only the
+    checkpoints up to two steps before are known good."""
+    checkpoints = run_dir / "checkpoints"
+    saved = ckpt.list_checkpoints(checkpoints)
+    good = [(k, path) for k, path in saved if k <= step - 2]
+    last_good = good[-1] if good else None
+    bad = [path for k, path in saved if k >= step - 1]
+    if is_main:
+        atomic_write_json(run_dir / "train_summary.json", {
+            "method": method,
+            "steps": step - 1,
+            "total_steps": total_steps,
+            "stop_reason": "diverged",
+            "diverged_at_step": step,
+            "non_finite": {k: v if math.isfinite(v) else str(v) for k, v in parts.items()},
+            "last_finite_checkpoint_step": last_good[0] if last_good else None,
+            "last_finite_checkpoint": str(last_good[1].relative_to(run_dir)) if last_good else None,
+        })
     shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
-    return f"the loss became non-finite at step {step} ({shown}); stopped, {kept}. Lower train.lr or set train.max_grad_norm"
+    if last_good:
+        kept = f"the last checkpoint with finite-loss weights is {last_good[1]} (step {last_good[0]})"
+    else:
+        kept = "no checkpoint with finite-loss weights was saved before it"
+    if bad:
+        kept += (
+            f"; {bad[0]} holds the weights step {step} started from, not good ones: remove it before --resume, "
+            "which takes the latest checkpoint"
+        )
+    return TrainingDiverged(
+        f"the loss became non-finite at step {step} ({shown}); stopped, {kept}. Lower train.lr or set train.max_grad_norm"
+    )
 
 
 def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
