@@ -95,6 +95,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            except (ValueError, RecursionError) as err:  # a number past 4300 digits, nesting past the recursion limit
+                reason = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+                raise UserError(f"{path}:{number}: not readable JSON ({reason})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row

@@ -83,6 +83,12 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _one_line(err: BaseException) -> str:
+    """The message with each line break shown as \\n: a message quotes the user's own text (a
+    key, a CSV header cell), which may hold one, and the error must stay one line for scripts."""
+    return "\\n".join(str(err).splitlines())
+
+
 def main() -> None:
     argv = [a for a in sys.argv[1:] if a != "--debug"]
     try:
@@ -90,10 +96,10 @@ def main() -> None:
     except UserError as err:
         if _DEBUG:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
     except (TrainingDiverged, StorageError) as err:
         if _DEBUG:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)

@@ -4,6 +4,7 @@ names the file, the line and the field. Run configs and scenario recipes share a
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ def read_yaml_mapping(path: str | Path, what: str = "sections") -> tuple[dict, s
         raise UserError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
     except RecursionError:
         raise UserError(f"{path}: not valid YAML (an anchor refers to itself)") from None
+    except (ValueError, OverflowError) as err:
+        # A scalar that matches a YAML type but cannot be built: 2024-13-01 as a date, an integer
+        # past Python's digit limit. The parser has no mark for it, so the line is not known here.
+        reason = str(err).split(";")[0].strip() or type(err).__name__
+        raise UserError(f"{path}: not valid YAML (a value cannot be read: {reason}); quote it to keep it as text") from None
     if data is None:
         data = {}
     cycle_line = self_referencing_anchor_line(text)
@@ -88,14 +94,16 @@ def line_index(text: str) -> dict[tuple, int]:
     except yaml.YAMLError:
         return lines
 
-    on_path: set[int] = set()
+    walked: set[int] = set()
 
     def walk(node, path: tuple) -> None:
-        if id(node) in on_path:  # an alias inside its own anchor: read_yaml_mapping refuses the file
+        # An alias is its anchor's node: its keys are indexed once, at the anchor. Re-walking them
+        # under every alias would take time exponential in the nesting of aliases to aliases (a
+        # ten-line file of them never finished), and an alias inside its own anchor would loop.
+        if id(node) in walked:
             return
-        on_path.add(id(node))
+        walked.add(id(node))
         _walk_children(node, path)
-        on_path.discard(id(node))
 
     def _walk_children(node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -130,6 +138,15 @@ def known_keys(model: type[BaseModel], path: tuple) -> list[str]:
     return list(getattr(current, "model_fields", {}).keys())
 
 
+def _short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a readable length; its time is bounded too, where a plain repr of
+    nested aliases (a list holding one list nine times, nine levels down) would never end."""
+    shortener = reprlib.Repr()
+    shortener.maxstring, shortener.maxother, shortener.maxlevel = 120, 120, 2
+    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 4
+    return shortener.repr(value)
+
+
 def format_validation_error(
     err: ValidationError, source: str, lines: dict[tuple, int], model: type[BaseModel], prefix: tuple = ()
 ) -> str:
@@ -151,7 +168,7 @@ def format_validation_error(
         parent_name = ".".join(str(p) for p in parent) or "top level"
         return f"{where}: unknown key '{key}' in {parent_name}{suggestion}"
     got = first.get("input")
-    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    got_text = "" if isinstance(got, dict) else f" (got {_short_repr(got)})"
     message = first["msg"].replace("Value error, ", "")
     return f"{where}: {dotted}: {message}{got_text}"
 
@@ -162,7 +179,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError):  # ValueError: 2024-13-01, a 5000-digit number
         value = raw
     return key.strip().split("."), value
 

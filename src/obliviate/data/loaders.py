@@ -31,9 +31,12 @@ def _rows_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{number}", json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one JSON object") from None
+            except (ValueError, RecursionError) as err:
+                raise UserError(f"{path}:{number}: not readable JSON ({_json_limit(err)}); each line must be one JSON object") from None
+            yield f"{path}:{number}", row
 
 
 def _rows_json(path: Path) -> Iterator[tuple[str, Any]]:
@@ -41,6 +44,8 @@ def _rows_json(path: Path) -> Iterator[tuple[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{path}: not readable JSON ({_json_limit(err)})") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -52,25 +57,41 @@ def _rows_json(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: row {index}", row
 
 
+def _json_limit(err: BaseException) -> str:
+    """What a JSON value that parses but exceeds a limit of Python's is (a number of more than
+    4300 digits, arrays nested past the recursion limit), without the hint meant for programmers."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0].strip() or type(err).__name__
+
+
 def _rows_csv(path: Path) -> Iterator[tuple[str, Any]]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            return
-        for cells in reader:
-            where = f"{path}:{reader.line_num}"
-            if not cells:
-                continue  # a blank line, as DictReader skips it
-            if len(cells) != len(header):
-                # DictReader would fill a short row with None, reported later as a "missing" field.
-                short = len(cells) < len(header)
-                fix = "give every column a cell (an empty one still needs its comma)" if short else "quote cells that hold a comma"
-                raise UserError(
-                    f"{where}: {'short' if short else 'long'} row: {len(cells)} cell(s) where the header "
-                    f"({', '.join(header)}) has {len(header)}; {fix}"
-                )
-            yield where, dict(zip(header, cells))
+        try:
+            yield from _csv_rows(path, reader)
+        except csv.Error as err:  # a cell past csv's field size limit, a quote left open at the end
+            raise UserError(f"{path}:{reader.line_num}: not a readable CSV row ({err})") from None
+
+
+def _csv_rows(path: Path, reader) -> Iterator[tuple[str, Any]]:
+    """(location, row) for each CSV row after the header; a row of the wrong length is a UserError."""
+    header = next(reader, None)
+    if header is None:
+        return
+    for cells in reader:
+        where = f"{path}:{reader.line_num}"
+        if not cells:
+            continue  # a blank line, as DictReader skips it
+        if len(cells) != len(header):
+            # DictReader would fill a short row with None, reported later as a "missing" field.
+            short = len(cells) < len(header)
+            fix = "give every column a cell (an empty one still needs its comma)" if short else "quote cells that hold a comma"
+            raise UserError(
+                f"{where}: {'short' if short else 'long'} row: {len(cells)} cell(s) where the header "
+                f"({', '.join(header)}) has {len(header)}; {fix}"
+            )
+        yield where, dict(zip(header, cells))
 
 
 def _rows_table(table, source: str) -> Iterator[tuple[str, Any]]:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from obliviate.config import RunConfig, TrainSection, load_config
 from obliviate.data.fetch import fetch, load_builtin
 from obliviate.data.harm_protocol import DEFAULT_PROTOCOL, Protocol, build_splits
+from obliviate.data.rewordings import with_rewordings
 from obliviate.errors import UserError
 from obliviate.eval.harmful import (
     GenerationSettings,
@@ -65,6 +66,10 @@ class HarmfulRecipe(BaseModel):
                                                            "in turn from each source (quick looks and tests)")
     n_forget: int = Field(gt=0, description="train-split harmful prompts (HarmBench) offered to the detector; the "
                                             "compliant ones are forgotten")
+    forget_rewordings: int = Field(ge=0, description="rewordings of each forget prompt added to the forget set with "
+                                                     "the same answer (question forms, conversational wrappers; "
+                                                     "obliviate.data.rewordings), so the model unlearns the request "
+                                                     "and not the imperative form HarmBench writes it in")
     n_forget_eval: int = Field(ge=0, description="forget-set prompts answered again after unlearning (the in-scope "
                                                  "figure; the whole forget set costs minutes of generation)")
     n_retain: int = Field(gt=0, description="train-split benign prompts whose original answers form the retain (KL) set")
@@ -313,7 +318,7 @@ def run_harmful_demo(
     t = lap("original answers", t)
 
     log("3/6 detection: flagged dialogues become the forget set")
-    write_jsonl(data_dir / "forget.jsonl", flagged)
+    write_jsonl(data_dir / "forget.jsonl", with_rewordings(flagged, options.forget_rewordings, seed=options.seed))
     write_jsonl(data_dir / "retain.jsonl", [{"prompt": p, "response": a} for p, a in zip(prompts.retain, retain_answers)])
     log(f"  {len(flagged)} of {len(prompts.forget_candidates)} harmful prompts got a compliant answer")
 

@@ -11,11 +11,13 @@ larger batch.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import resource
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -27,7 +29,7 @@ from obliviate.config import RunConfig
 from obliviate.data.examples import Example
 from obliviate.data.formatting import Encoded, collate, encode_pair, pad_id
 from obliviate.data.loaders import load_spec
-from obliviate.errors import TrainingDiverged, UserError
+from obliviate.errors import StorageError, TrainingDiverged, UserError
 from obliviate.io import append_jsonl, atomic_write_json, atomic_write_text
 from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Method, Reference
@@ -374,11 +376,12 @@ def _run_training(
             _truncate_log(log_path, start_step)
         log(f"resuming {run_dir} from step {start_step}")
     if is_main:
-        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-        atomic_write_json(
-            run_dir / "env.json",
-            environment(seed, choose_precision(config.train.precision), {"processes": world, "lora": use_lora}),
-        )
+        with storing("config.yaml and env.json", run_dir):
+            atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+            atomic_write_json(
+                run_dir / "env.json",
+                environment(seed, choose_precision(config.train.precision), {"processes": world, "lora": use_lora}),
+            )
 
     progress_bar = _progress(progress and is_main, steps, start_step)
     stop_reason = "max_steps"
@@ -439,7 +442,8 @@ def _run_training(
                 "elapsed_s": round(time.perf_counter() - started, 3),
             }
             if is_main and (step % config.train.log_every == 0 or step == steps):
-                append_jsonl(log_path, record)
+                with storing("train_log.jsonl", run_dir):
+                    append_jsonl(log_path, record)
             if progress_bar is not None:
                 progress_bar[0].update(progress_bar[1], advance=1, loss=parts.get("total", 0.0))
             state = TrainState(step, steps, record, unwrapped, tokenizer, run_dir, config, is_main)
@@ -464,7 +468,8 @@ def _run_training(
     accelerator.wait_for_everyone()
     model_dir = None
     if is_main:
-        model_dir = save_final_model(unwrapped, tokenizer, run_dir / "model", merge=use_lora and config.train.merge_lora)
+        with storing("the final model", run_dir / "model"):
+            model_dir = save_final_model(unwrapped, tokenizer, run_dir / "model", merge=use_lora and config.train.merge_lora)
         summary = {
             "method": method.name,
             "steps": step,
@@ -476,7 +481,8 @@ def _run_training(
             "processes": world,
             "lora": use_lora,
         }
-        atomic_write_json(run_dir / "train_summary.json", summary)
+        with storing("train_summary.json", run_dir):
+            atomic_write_json(run_dir / "train_summary.json", summary)
     accelerator.wait_for_everyone()
     # Under mixed precision accelerate wraps the model's forward in autocast; the model handed
     # back runs in full precision, as it does when loaded from the saved folder.
@@ -586,16 +592,17 @@ def _diverged(
     last_good = good[-1] if good else None
     bad = [path for k, path in saved if k >= step - 1]
     if is_main:
-        atomic_write_json(run_dir / "train_summary.json", {
-            "method": method,
-            "steps": step - 1,
-            "total_steps": total_steps,
-            "stop_reason": "diverged",
-            "diverged_at_step": step,
-            "non_finite": {k: v if math.isfinite(v) else str(v) for k, v in parts.items()},
-            "last_finite_checkpoint_step": last_good[0] if last_good else None,
-            "last_finite_checkpoint": str(last_good[1].relative_to(run_dir)) if last_good else None,
-        })
+        with storing("train_summary.json", run_dir):
+            atomic_write_json(run_dir / "train_summary.json", {
+                "method": method,
+                "steps": step - 1,
+                "total_steps": total_steps,
+                "stop_reason": "diverged",
+                "diverged_at_step": step,
+                "non_finite": {k: v if math.isfinite(v) else str(v) for k, v in parts.items()},
+                "last_finite_checkpoint_step": last_good[0] if last_good else None,
+                "last_finite_checkpoint": str(last_good[1].relative_to(run_dir)) if last_good else None,
+            })
     shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
     if last_good:
         kept = f"the last checkpoint with finite-loss weights is {last_good[1]} (step {last_good[0]})"
@@ -629,8 +636,16 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
 def _truncate_log(path: Path, step: int) -> None:
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line torn by a kill mid-append (or blank) counts as past every step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def save_final_model(model: torch.nn.Module, tokenizer, folder: Path, *, merge: bool) -> Path:
@@ -642,12 +657,35 @@ def save_final_model(model: torch.nn.Module, tokenizer, folder: Path, *, merge: 
     to_save = model
     if merge and hasattr(model, "merge_and_unload"):
         to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
+    try:
+        to_save.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    except BaseException:  # a full disk mid-save: no half-written copy left beside the run
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+@contextmanager
+def storing(what: str, folder: Path):
+    """A failed write of ``what`` (a full disk, a quota, a file size limit) becomes the one-line
+    ``StorageError`` naming ``folder`` (exit 4), as a failed checkpoint does, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as err:  # safetensors reports a failed write as its own error
+        text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        text = (err.strerror or text) if isinstance(err, OSError) else text
+        hint = f"free space in {folder}" if full else f"check that {folder} is writable and has free space"
+        raise StorageError(
+            f"could not write {what} in {folder} ({text}); {hint}, then rerun with --resume to continue from the last "
+            "checkpoint, or --overwrite"
+        ) from None
 
 
 class _null:
