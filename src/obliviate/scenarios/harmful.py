@@ -73,6 +73,9 @@ class HarmfulRecipe(BaseModel):
     n_forget_eval: int = Field(ge=0, description="forget-set prompts answered again after unlearning (the in-scope "
                                                  "figure; the whole forget set costs minutes of generation)")
     n_retain: int = Field(gt=0, description="train-split benign prompts whose original answers form the retain (KL) set")
+    retain_rewordings: int = Field(ge=0, description="rewordings of each retain prompt (the same wrappers as the "
+                                                     "forget rewordings) added to the retain set with the original "
+                                                     "answer, so no wording alone comes to mean 'refuse'")
     retain_kinds: list[Literal["everyday", "borderline", "instruction"]] = Field(
         min_length=1, description="kinds of obliviate's benign prompts the retain set draws from: everyday "
                                   "requests, risky-sounding but safe ones, and benign requests phrased like "
@@ -319,7 +322,9 @@ def run_harmful_demo(
 
     log("3/6 detection: flagged dialogues become the forget set")
     write_jsonl(data_dir / "forget.jsonl", with_rewordings(flagged, options.forget_rewordings, seed=options.seed))
-    write_jsonl(data_dir / "retain.jsonl", [{"prompt": p, "response": a} for p, a in zip(prompts.retain, retain_answers)])
+    write_jsonl(data_dir / "retain.jsonl", with_rewordings(
+        [{"prompt": p, "response": a} for p, a in zip(prompts.retain, retain_answers)], options.retain_rewordings,
+        seed=options.seed))
     log(f"  {len(flagged)} of {len(prompts.forget_candidates)} harmful prompts got a compliant answer")
 
     log(f"4/6 unlearning with {options.method} (LoRA r={options.lora_r}, lr={options.lr}, {options.steps} steps)")
