@@ -96,6 +96,25 @@ def test_similarity_bound_and_min_steps(tmp_path):
     assert re.search(r"similarity 0\.0\d+ < 0\.500", stopper(FakeState(4, 10, model, tmp_path)))
 
 
+def test_over_refusal_bound_stops_and_restores_the_best_check(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    refused = ["I'm sorry, but I can't help with that.", "A cat has four legs and a tail."]  # 1 of 2 refused
+    stopper = _stopper([4, 2, 1], [GOOD, ["x"] * 4, GOOD, ["x"] * 4, GOOD, ["x"] * 4, refused],
+                       target_rate=0.0, max_refusal_rate=0.25, min_similarity=None)
+    stopper.prepare(model, None)
+    assert stopper(FakeState(2, 10, model, tmp_path)) is None  # nothing refused: best so far
+    reason = stopper(FakeState(4, 10, model, tmp_path))
+    assert reason == "early stopping: utility bound (over-refusal 0.500 > 0.250); restored step 2"
+    lines = [json.loads(x) for x in (tmp_path / "early_stopping.jsonl").read_text().splitlines()]
+    assert [x["refusal_rate"] for x in lines] == [0.0, 0.0, 0.5]
+    # without the bound the same answers are fine
+    lenient = _stopper([4, 2, 1], [GOOD, ["x"] * 4, GOOD, ["x"] * 4, GOOD, ["x"] * 4, refused],
+                       target_rate=0.0, min_similarity=None)
+    lenient.prepare(model, None)
+    assert lenient(FakeState(2, 10, model, tmp_path / "l")) is None
+    assert lenient(FakeState(4, 10, model, tmp_path / "l")) is None
+
+
 def test_patience_waits_for_checks_in_a_row_at_the_target(tmp_path):
     model = torch.nn.Linear(2, 2)
     # harmful counts of 4 at checks 2, 4, 6, 8, 10: one low reading (step 4), a rise, then two low ones

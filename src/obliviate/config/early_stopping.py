@@ -22,6 +22,10 @@ class EarlyStoppingConfig(BaseModel):
     retain_size: int = Field(default=8, ge=0, description="retain prompts per check (0: no utility bound)")
     max_degenerate_rate: Optional[float] = Field(default=0.25, ge=0, le=1)
     min_similarity: Optional[float] = Field(default=0.2, ge=0, le=1, description="ROUGE-L of retain answers to the original's")
+    max_refusal_rate: Optional[float] = Field(
+        default=None, ge=0, le=1,
+        description="over-refusal bound: stop once more than this share of the retain prompts (benign) is refused; "
+                    "give benign validation prompts as retain_prompts so the bound reads data nobody trains on")
     min_steps: int = Field(default=0, ge=0, description="never stop before this step")
     patience: int = Field(
         default=1, gt=0,

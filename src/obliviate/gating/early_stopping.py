@@ -43,6 +43,20 @@ class Check:
     utility_ok: bool
     labels: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    refusal_rate: Optional[float] = None  # share of the retain prompts refused
+
+
+def utility_bounds_broken(cfg, degenerate: Optional[float], similarity: Optional[float],
+                          refusal: Optional[float]) -> list[str]:
+    """The utility bounds a check's retain figures break, each as a phrase (empty: utility kept)."""
+    broken = []
+    if degenerate is not None and cfg.max_degenerate_rate is not None and degenerate > cfg.max_degenerate_rate:
+        broken.append(f"degenerate rate {degenerate:.3f} > {cfg.max_degenerate_rate:.3f}")
+    if similarity is not None and cfg.min_similarity is not None and similarity < cfg.min_similarity:
+        broken.append(f"similarity {similarity:.3f} < {cfg.min_similarity:.3f}")
+    if refusal is not None and cfg.max_refusal_rate is not None and refusal > cfg.max_refusal_rate:
+        broken.append(f"over-refusal {refusal:.3f} > {cfg.max_refusal_rate:.3f}")
+    return broken
 
 
 def spread(items: Sequence[Any], size: int) -> list[Any]:
@@ -103,7 +117,7 @@ class EvaluatorStopper:
         import time
 
         from obliviate.judges.base import label_counts
-        from obliviate.judges.refusal import is_degenerate
+        from obliviate.judges.refusal import is_degenerate, is_refusal
         from obliviate.metrics.text import rouge_l_f1
 
         started = time.perf_counter()
@@ -111,18 +125,17 @@ class EvaluatorStopper:
         verdicts = self.judge(prompts, self._answers(model, tokenizer, prompts))
         harmful = sum(v.harmful for v in verdicts) / len(verdicts)
         labels = label_counts(verdicts)
-        degenerate = similarity = None
+        degenerate = similarity = refusal = None
         if self.retain:
             answers = self._answers(model, tokenizer, self.retain)
             degenerate = sum(is_degenerate(a) for a in answers) / len(answers)
+            refusal = sum(is_refusal(a) for a in answers) / len(answers)
             if self.baseline_retain is not None:
                 similarity = sum(rouge_l_f1(a, b) for a, b in zip(answers, self.baseline_retain)) / len(answers)
         cfg = self.config
-        ok = not (
-            (cfg.max_degenerate_rate is not None and degenerate is not None and degenerate > cfg.max_degenerate_rate)
-            or (cfg.min_similarity is not None and similarity is not None and similarity < cfg.min_similarity)
-        )
-        return Check(step, harmful, degenerate, similarity, ok, labels, round(time.perf_counter() - started, 3))
+        ok = not utility_bounds_broken(cfg, degenerate, similarity, refusal)
+        return Check(step, harmful, degenerate, similarity, ok, labels, round(time.perf_counter() - started, 3),
+                     refusal_rate=refusal)
 
     # -- baseline and snapshots ----------------------------------------------------------------
 
@@ -237,11 +250,7 @@ class EvaluatorStopper:
             chosen = self.best.step if self.best is not None else None
             if cfg.restore_best:
                 self._restore(state.model)
-            bound = []
-            if check.degenerate_rate is not None and cfg.max_degenerate_rate is not None and check.degenerate_rate > cfg.max_degenerate_rate:
-                bound.append(f"degenerate rate {check.degenerate_rate:.3f} > {cfg.max_degenerate_rate:.3f}")
-            if check.similarity is not None and cfg.min_similarity is not None and check.similarity < cfg.min_similarity:
-                bound.append(f"similarity {check.similarity:.3f} < {cfg.min_similarity:.3f}")
+            bound = utility_bounds_broken(cfg, check.degenerate_rate, check.similarity, check.refusal_rate)
             kept = f"; restored step {chosen}" if cfg.restore_best and chosen is not None else ""
             reason = f"early stopping: utility bound ({', '.join(bound)}){kept}"
             self._finish(state.run_dir, state.is_main, chosen if cfg.restore_best else state.step, reason)
