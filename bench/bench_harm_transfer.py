@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = measure_matmul_gflops()
     per_seed = []
     for seed in args.seeds:
-        recipe = load_recipe(None, [*args.overrides, f"evaluate_on={args.split}", f"seed={seed}"])
+        # The whole split unless told otherwise (the demo's recipe evaluates a part of it).
+        recipe = load_recipe(None, ["eval_per_kind=null", *args.overrides, f"evaluate_on={args.split}", f"seed={seed}"])
         started = time.perf_counter()
         summary = run_harmful_demo(args.out / args.tag / f"seed{seed}", recipe, overwrite=True, progress=False,
                                    log=lambda m: print(m, file=sys.stderr))

@@ -35,8 +35,15 @@ def headline_text(summary: dict) -> str:
     split = summary.get("evaluated_on", "test")
     tests = protocol.get("test_sources") or {}
     lines = []
+    used = (protocol.get("used") or {}).get("evaluated") or {}
+    sizes = {kind: (protocol.get("splits") or {}).get(split, {}).get(kind, {}).get("count") for kind in ("harmful", "benign")}
+    if used and sizes["harmful"] and (used.get("harmful"), used.get("benign")) != (sizes["harmful"], sizes["benign"]):
+        part = (f" ({used['harmful']} of its {sizes['harmful']} harmful and {used['benign']} of its {sizes['benign']} "
+                "benign prompts; eval_per_kind=null for all)")
+    else:
+        part = ""
     if split == "test":
-        lines.append("test split, sources no training or tuning data came from: harmful "
+        lines.append(f"test split{part}, sources no training or tuning data came from: harmful "
                      f"{', '.join(tests.get('harmful', []))}; benign {', '.join(tests.get('benign', []))}")
     else:
         lines.append(f"{split} split (tuning figures; the reported ones come from evaluate_on=test)")
