@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The harmful demo's shipped settings, written out once: the figures in BENCHMARKS.md (the harm
 # protocol's test split, docs/harm_protocol.md) come from them.
 SHIPPED_HARMFUL = {
-    "model": None, "evaluate_on": "test", "eval_per_kind": 100, "split_seed": 0, "n_forget": 200,
-    "n_forget_eval": 48, "n_retain": 96, "retain_kinds": ["everyday", "borderline"], "max_new_tokens": 48,
+    "model": None, "evaluate_on": "test", "eval_per_kind": 100, "split_seed": 0, "n_forget": 200, "forget_rewordings": 0,
+    "n_forget_eval": 48, "n_retain": 96, "retain_rewordings": 0, "retain_kinds": ["everyday", "borderline"], "max_new_tokens": 48,
     "train_answer_tokens": 32, "gen_batch_size": 32, "reuse_original_answers": True, "judge": "refusal",
     "method": "ga_mismatch_kl", "method_options": {"num_random_answers": 3, "retain_weight": 8.0},
     "random_answers": "refusals", "lr": 1e-4, "steps": 60, "batch_size": 2,
