@@ -294,3 +294,17 @@ def test_overwrite_never_clears_a_stage_another_process_holds(tmp_path, held):
         prepare_run_dir(demo, overwrite=True)
     assert snapshot(demo) == before and (stage / LOCK_FILE).is_file()
     assert not holds_lock(demo)  # the refused call let its own lock go
+
+
+def test_only_rank_zero_of_a_distributed_launch_checks_the_folder(tmp_path, monkeypatch):
+    """Rank 1 starts while rank 0 is making the folder: it must not refuse rank 0's half-made folder."""
+    from obliviate.train.run_dir import check_run_dir
+
+    half_made = tmp_path / "run"
+    half_made.mkdir()
+    (half_made / "config.yaml").write_text("x: 1\n")  # no marker yet
+    monkeypatch.setenv("RANK", "1")
+    check_run_dir(half_made)  # follows rank 0
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match="not an obliviate run folder"):
+        check_run_dir(half_made)

@@ -301,11 +301,11 @@ def unlearn(
                 response_field=spec.response_field, setting=f"data.{role}.",
             )
         target = Path(run_dir) if run_dir is not None else Path(cfg.run.output_dir) / cfg.run.name
-        from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run
+        from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run, is_first_rank
 
         # The rows given in memory are staged outside the run folder here: every input is checked.
         check_run_dir(target, inputs=config_inputs(cfg), resume=resume)
-        if holds_a_run(target) and not (overwrite or resume):
+        if is_first_rank() and holds_a_run(target) and not (overwrite or resume):
             raise UserError(f"run folder {target} already exists; pass overwrite=True to replace it or resume=True to continue it")
         from obliviate.methods import build_method
         from obliviate.train.loop import load_train_data

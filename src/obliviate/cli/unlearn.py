@@ -34,10 +34,10 @@ def unlearn(
     method = build_method(cfg.method.name, cfg.method.options())
     data = load_train_data(cfg, method)  # every data error surfaces before a model loads
     target = run_dir or Path(cfg.run.output_dir) / cfg.run.name
-    from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run
+    from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run, is_first_rank
 
     check_run_dir(target, inputs=config_inputs(cfg), resume=resume)
-    if holds_a_run(target) and not (overwrite or resume):
+    if is_first_rank() and holds_a_run(target) and not (overwrite or resume):
         raise UserError(f"run folder {target} already exists; pass --overwrite to replace it or --resume to continue it")
     quiet_libraries()
     show_warnings_on_one_line()

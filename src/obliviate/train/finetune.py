@@ -32,7 +32,7 @@ from typing import Any, Optional
 from obliviate.config import RunConfig, apply_overrides, load_config, read_yaml_mapping
 from obliviate.data.books import book_blocks_file, book_pairs_file
 from obliviate.errors import UserError
-from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run
+from obliviate.train.run_dir import check_run_dir, config_inputs, holds_a_run, is_first_rank
 
 #: The papers' LoRA fine-tuning recipe (batch size is ours: small enough for a CPU).
 PAPER_FINETUNE_DEFAULTS: dict[str, Any] = {
@@ -173,7 +173,7 @@ def run_finetune(
     cfg = finetune_config(data_path, config_path=config, overrides=overrides, full=full, n_examples=len(train_data.forget))
     target = Path(run_dir) if run_dir is not None else Path(cfg.run.output_dir) / cfg.run.name
     check_run_dir(target, inputs=config_inputs(cfg), resume=resume)
-    if holds_a_run(target) and not (overwrite or resume):
+    if is_first_rank() and holds_a_run(target) and not (overwrite or resume):
         raise UserError(f"run folder {target} already exists; pass --overwrite to replace it or --resume to continue it")
     log(
         f"fine-tuning {cfg.model.name} on {len(train_data.forget)} pairs from {data_path} "

@@ -112,6 +112,12 @@ def config_inputs(config: RunConfig) -> list[tuple[str, Path]]:
     return inputs
 
 
+def is_first_rank() -> bool:
+    """True unless this process is a non-zero rank of a distributed launch (torchrun / accelerate
+    set ``RANK``): the folder checks must run once, or a later rank sees the first one's new folder."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def check_run_dir(
     path: Path, *, inputs: Iterable[tuple[str, Path]] = (), resume: bool = False, own: Iterable[Path] = ()
 ) -> None:
@@ -124,6 +130,8 @@ def check_run_dir(
     own ``data/``, so only its model input is checked then; ``own`` are files the run writes itself.
     """
     path = Path(path)
+    if not is_first_rank():
+        return  # the other ranks of a distributed launch follow rank 0, which checks and makes the folder
     check_writable(path)
     _refuse_foreign(path)
     check_not_locked(path)
