@@ -56,12 +56,18 @@ def copyright_recipe(path=None, overrides=()):
     return load_recipe(path, overrides)[0]
 
 
+def tofu_recipe(path=None, overrides=()):
+    from obliviate.scenarios.tofu import load_recipe
+
+    return load_recipe(path, overrides)
+
+
 def line_of(text: str, prefix: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith(prefix))
 
 
 def test_every_shipped_recipe_loads_and_is_packaged():
-    loaders = {"harmful": harmful, "copyright": copyright_recipe}
+    loaders = {"harmful": harmful, "copyright": copyright_recipe, "tofu": tofu_recipe}
     assert sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) == sorted(loaders)
     from obliviate.scenarios.recipe import load_recipe
 

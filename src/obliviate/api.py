@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["SUITES", "UnlearnResult", "evaluate", "in_context_baseline", "load_config", "tune_memory", "unlearn"]
 
 #: The evaluation suites ``evaluate`` runs.
-SUITES = ("harmful", "copyright")
+SUITES = ("harmful", "copyright", "tofu", "lm-eval", "mia", "muse")
 #: The data sets of a run, as ``unlearn`` takes them and as ``data.<name>`` in the config.
 DATA_ROLES = ("forget", "retain", "random_answers")
 #: How many built-in benign prompts the harmful suite answers when none are given.
@@ -515,6 +515,17 @@ def evaluate(
     limit: Optional[int] = None,
     benign_prompts: int = 16,
     embed: bool = True,
+    tofu_dir: Optional[PathLike] = None,
+    forget_split: str = "forget10",
+    retain_result: Optional[PathLike] = None,
+    batch_size: int = 16,
+    tasks: Union[str, Sequence[str], None] = None,
+    include_path: Union[PathLike, Sequence[PathLike], None] = None,
+    num_fewshot: Optional[int] = None,
+    holdout: Any = None,
+    reference_model: Any = None,
+    forget_qa: Any = None,
+    retain_qa: Any = None,
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -537,11 +548,48 @@ def evaluate(
       ``limit`` rows per split, ``benign_prompts`` everyday prompts for the degenerate rate;
       ``max_new_tokens`` defaults to 64.
 
+    - ``suite="tofu"``: ``tofu_dir`` (a folder with the TOFU hub's files, or
+      ``hub:locuslab/TOFU[@revision]``), ``forget_split`` (forget01/05/10), ``retain_result`` (the
+      retain model's ``eval/tofu_<tag>.json``, for forget quality), ``batch_size``, ``limit``
+      questions per split, ``template`` (default ``plain``); ``max_new_tokens`` defaults to 200.
+      Definitions: docs/tofu.md.
+    - ``suite="lm-eval"`` (the extra ``pip install 'obliviate[lm-eval]'``): ``tasks`` (``"mmlu,wmdp_bio"``
+      or a list of lm-eval task names), ``include_path`` (a folder, or several, of local lm-eval task
+      YAML files), ``num_fewshot`` (default: each task's own), ``limit`` documents per task,
+      ``batch_size``. Results keyed by task: docs/lm_eval.md.
+
+    - ``suite="mia"``: ``forget`` (members) and ``holdout`` (non-members) question/answer rows
+      (question/answer or prompt/response fields), or ``tofu_dir`` + ``forget_split`` (its
+      forgetNN.json and holdoutNN.json); ``reference_model`` (name or path) for the reference
+      attack; ``retain_result`` (the retain model's ``eval/mia_<tag>.json``) for PrivLeak;
+      ``template``, ``batch_size``, ``limit``. Definitions: docs/mia_muse.md.
+    - ``suite="muse"``: ``forget`` passages (.txt or prefix/continuation rows; required),
+      ``forget_qa`` and ``retain_qa`` question/answer rows, ``holdout`` passages and
+      ``retain_result`` (the retain model's ``eval/muse_<tag>.json``) for PrivLeak, optional
+      ``retain`` passages; ``max_new_tokens`` defaults to 128. Definitions: docs/mia_muse.md.
+
     ``embed``: load the sentence embedder for on-topic figures (left out with a warning when it
     cannot be fetched). Every input is checked before the model loads.
     """
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (known: {', '.join(SUITES)})")
+    if suite in ("mia", "muse"):
+        return _evaluate_mia_or_muse(
+            suite, model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, forget=forget, holdout=holdout, retain=retain,
+            forget_qa=forget_qa, retain_qa=retain_qa, tofu_dir=tofu_dir, forget_split=forget_split,
+            retain_result=retain_result, reference_model=reference_model, template=template, batch_size=batch_size,
+            limit=limit, max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code,
+        )
+    if suite == "lm-eval":
+        return _evaluate_lm_eval(model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, tasks=tasks, include_path=include_path,
+                                 num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, trust_remote_code=trust_remote_code)
+    if suite == "tofu":
+        return _evaluate_tofu(
+            model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, tofu_dir=tofu_dir, forget_split=forget_split,
+            retain_result=retain_result, batch_size=batch_size, limit=limit, template=template,
+            max_new_tokens=200 if max_new_tokens is None else max_new_tokens, trust_remote_code=trust_remote_code,
+            progress=progress,
+        )
     if suite == "copyright":
         return _evaluate_copyright(
             model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, forget=forget, unseen=unseen, retain=retain,
@@ -623,4 +671,102 @@ def _evaluate_copyright(
     result["model"] = name
     if run_dir is not None:
         result["path"] = str(write_copyright_results(result, Path(run_dir), tag))
+    return result
+
+
+def _evaluate_tofu(
+    model: Any, *, tokenizer: Any, run_dir: Optional[PathLike], tag: str, tofu_dir: Optional[PathLike], forget_split: str,
+    retain_result: Optional[PathLike], batch_size: int, limit: Optional[int], max_new_tokens: int, template: str,
+    trust_remote_code: bool, progress: bool,
+) -> dict[str, Any]:
+    from obliviate.data.tofu import load_tofu
+    from obliviate.eval.results import write_suite_results
+    from obliviate.eval.tofu import SUITE, evaluate_tofu
+
+    if tofu_dir is None:
+        raise UserError("the tofu suite needs tofu_dir= (a folder with the TOFU hub's files, or hub:locuslab/TOFU[@revision])")
+    data = load_tofu(os.fspath(tofu_dir), forget_split)  # every row checked before the model loads
+    loaded, loaded_tokenizer, name = _model_for_eval(model, tokenizer, trust_remote_code)
+    result = evaluate_tofu(
+        loaded, loaded_tokenizer, data, retain_reference=retain_result, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, limit=limit, template=template, progress=progress,
+    )
+    result["model"] = name
+    if run_dir is not None:
+        path = write_suite_results(result, run_dir, suite=SUITE, tag=tag, generations_prefix=f"{SUITE}_{tag}_")
+        result["path"] = str(path)
+    return result
+
+
+def _evaluate_lm_eval(
+    model: Any, *, tokenizer: Any, run_dir: Optional[PathLike], tag: str, tasks: Union[str, Sequence[str], None],
+    include_path: Union[PathLike, Sequence[PathLike], None], num_fewshot: Optional[int], limit: Optional[int],
+    batch_size: int, trust_remote_code: bool,
+) -> dict[str, Any]:
+    from obliviate.eval.lm_eval_bridge import check_settings, evaluate_lm_eval, prepare_tasks, write_lm_eval_results
+
+    check_settings(num_fewshot=num_fewshot, limit=limit, batch_size=batch_size)
+    prepared = prepare_tasks(tasks, include_path)  # installed, and every task known, before the model loads
+    loaded, loaded_tokenizer, name = _model_for_eval(model, tokenizer, trust_remote_code)
+    result = evaluate_lm_eval(
+        loaded, loaded_tokenizer, prepared, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, model_name=name,
+    )
+    if run_dir is not None:
+        result["path"] = str(write_lm_eval_results(result, Path(run_dir), tag))
+    return result
+
+
+def _evaluate_mia_or_muse(
+    suite: str, model: Any, *, tokenizer: Any, run_dir: Optional[PathLike], tag: str, forget: Any, holdout: Any,
+    retain: Any, forget_qa: Any, retain_qa: Any, tofu_dir: Optional[PathLike], forget_split: str,
+    retain_result: Optional[PathLike], reference_model: Any, template: str, batch_size: int, limit: Optional[int],
+    max_new_tokens: Optional[int], trust_remote_code: bool,
+) -> dict[str, Any]:
+    """The mia and muse suites (docs/mia_muse.md): inputs read and checked, then the model loads."""
+    if suite == "muse":
+        from obliviate.eval.muse import evaluate_muse, passage_pairs, question_pairs, write_muse_results
+
+        if forget is None:
+            raise UserError("the muse suite needs forget= (passages: a .txt file or prefix/continuation rows)")
+        inputs = {
+            "forget": passage_pairs(forget, "forget"),
+            "forget_qa": question_pairs(forget_qa, "forget_qa") if forget_qa is not None else None,
+            "retain_qa": question_pairs(retain_qa, "retain_qa") if retain_qa is not None else None,
+            "holdout": passage_pairs(holdout, "holdout") if holdout is not None else None,
+            "retain": passage_pairs(retain, "retain") if retain is not None else None,
+        }
+        loaded, loaded_tokenizer, name = _model_for_eval(model, tokenizer, trust_remote_code)
+        result = evaluate_muse(
+            loaded, loaded_tokenizer, **inputs, retain_reference=retain_result, template=template, batch_size=batch_size,
+            limit=limit, max_new_tokens=128 if max_new_tokens is None else max_new_tokens, model_name=name,
+        )
+        if run_dir is not None:
+            result["path"] = str(write_muse_results(result, Path(run_dir), tag))
+        return result
+    from obliviate.eval.mia import evaluate_mia, read_pairs, read_retain_aucs, tofu_mia_files, write_mia_results
+
+    if tofu_dir is not None:
+        if forget is not None or holdout is not None:
+            raise UserError("give either tofu_dir= (with forget_split=) or forget= and holdout=, not both")
+        forget, holdout = tofu_mia_files(tofu_dir, forget_split)
+    if forget is None or holdout is None:
+        raise UserError("the mia suite needs forget= and holdout= (question/answer rows), or tofu_dir= with forget_split=")
+    forget_rows, holdout_rows = read_pairs(forget, "forget"), read_pairs(holdout, "holdout")
+    if limit:
+        forget_rows, holdout_rows = forget_rows[:limit], holdout_rows[:limit]
+    if retain_result is not None:
+        read_retain_aucs(retain_result)  # a bad path fails before any model loads
+    loaded, loaded_tokenizer, name = _model_for_eval(model, tokenizer, trust_remote_code)
+    reference, reference_tokenizer, reference_name = None, None, None
+    if reference_model is not None and _is_model_object(reference_model):  # scored with the target's tokenizer
+        reference, reference_tokenizer, reference_name = reference_model, loaded_tokenizer, type(reference_model).__name__
+    elif reference_model is not None:
+        reference, reference_tokenizer, reference_name = _model_for_eval(reference_model, None, trust_remote_code)
+    result = evaluate_mia(
+        loaded, loaded_tokenizer, forget_rows, holdout_rows, reference_model=reference,
+        reference_tokenizer=reference_tokenizer, retain_reference=retain_result, template=template,
+        batch_size=batch_size, model_name=name, reference_name=reference_name,
+    )
+    if run_dir is not None:
+        result["path"] = str(write_mia_results(result, Path(run_dir), tag))
     return result

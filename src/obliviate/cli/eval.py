@@ -12,13 +12,17 @@ from rich.table import Table
 from obliviate.errors import UserError
 
 console = Console(stderr=True)
-SUITES = ("harmful", "copyright")
+SUITES = ("harmful", "copyright", "tofu", "lm-eval", "mia", "muse")
 HARMFUL_COLUMNS = ("harmful_rate", "refusal_rate", "degenerate_rate", "on_topic_rate", "perplexity_under_original", "count")
+TOFU_COLUMNS = (
+    "probability", "rouge_l_recall", "truth_ratio", "paraphrased_probability", "perturbed_probability",
+    "extraction_strength", "exact_memorisation", "count",
+)
 COPYRIGHT_COLUMNS = ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perplexity")
 
 
 def evaluate(
-    suite: str = typer.Option(..., "--suite", help="harmful | copyright"),
+    suite: str = typer.Option(..., "--suite", help="harmful | copyright | tofu | lm-eval | mia | muse"),
     model: Optional[str] = typer.Option(None, "--model", help="run folder, adapter folder, model folder, .gguf, alias"),
     harmful: Optional[Path] = typer.Option(None, "--harmful", help="held-out harmful prompts ('unseen')"),
     forget: Optional[Path] = typer.Option(None, "--forget", help="the forget set's prompts ('unlearned')"),
@@ -28,7 +32,19 @@ def evaluate(
     general: Optional[Path] = typer.Option(None, "--general", help="copyright: general text for perplexity"),
     prompt_field: str = typer.Option("prompt", "--prompt-field"),
     judge: str = typer.Option("refusal", "--judge", help="refusal | classifier:DIR | llm[:MODEL|URL,...]"),
-    max_new_tokens: int = typer.Option(48, "--max-new-tokens"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="default: 48 (tofu: 200)"),
+    tofu_dir: Optional[str] = typer.Option(None, "--tofu-dir", help="tofu: folder with the hub's files, or hub:locuslab/TOFU[@rev]"),
+    forget_split: str = typer.Option("forget10", "--forget-split", help="tofu: forget01 | forget05 | forget10"),
+    retain_result: Optional[Path] = typer.Option(None, "--retain-result", help="the retain model's eval JSON of the same suite"),
+    batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most N items per split"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-eval: task names, e.g. mmlu,wmdp_bio (pip install 'obliviate[lm-eval]')"),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="lm-eval: folder of local task YAML files"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="lm-eval: few-shot examples (default: each task's own)"),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="mia: non-member question/answer rows; muse: unseen passages"),
+    reference_model: Optional[str] = typer.Option(None, "--reference-model", help="mia: reference model for the reference attack"),
+    forget_qa: Optional[Path] = typer.Option(None, "--forget-qa", help="muse: question/answer rows about the forget text"),
+    retain_qa: Optional[Path] = typer.Option(None, "--retain-qa", help="muse: question/answer rows about the retain text"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for eval/ and generations/ (default: the run folder)"),
     tag: str = typer.Option("eval", "--tag", help="name of this evaluation (file names)"),
 ) -> None:
@@ -41,10 +57,30 @@ def evaluate(
         raise UserError("the copyright suite needs --forget FILE (prefix/continuation pairs; --unseen, --retain, --general optional)")
     if suite == "harmful" and harmful is None and forget is None:
         raise UserError("the harmful suite needs --harmful FILE and/or --forget FILE (JSONL/CSV/JSON/Parquet with a prompt field)")
+    if suite == "tofu" and tofu_dir is None:
+        raise UserError("the tofu suite needs --tofu-dir DIR (a folder with the TOFU hub's files, or hub:locuslab/TOFU[@revision])")
+    if suite == "lm-eval" and not tasks:
+        raise UserError("the lm-eval suite needs --tasks a,b (e.g. --tasks mmlu,wmdp_bio; local tasks: --include-path DIR)")
+    if suite == "mia" and tofu_dir is None and (forget is None or holdout is None):
+        raise UserError("the mia suite needs --forget FILE and --holdout FILE (question/answer rows), or --tofu-dir DIR --forget-split forget10")
+    if suite == "muse" and forget is None:
+        raise UserError("the muse suite needs --forget FILE (passages: .txt or prefix/continuation rows; --forget-qa, --retain-qa, --holdout optional)")
     quiet_libraries()
     from obliviate.api import evaluate as run_suite
 
     target = out or (Path(model) if model and (Path(model) / "config.yaml").exists() else Path("runs") / "eval")
+    if suite == "tofu":
+        return _run_tofu(run_suite, model, target, tag, tofu_dir, forget_split, retain_result, batch_size, limit, max_new_tokens)
+    if suite == "lm-eval":
+        return _run_lm_eval(run_suite, model, target, tag, tasks, include_path, num_fewshot, limit, batch_size)
+    if suite in ("mia", "muse"):
+        return _run_mia_muse(
+            run_suite, suite, model, target, tag,
+            dict(forget=forget, holdout=holdout, retain=retain, forget_qa=forget_qa, retain_qa=retain_qa, tofu_dir=tofu_dir,
+                 forget_split=forget_split, retain_result=retain_result, reference_model=reference_model,
+                 batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens),
+        )
+    max_new_tokens = 48 if max_new_tokens is None else max_new_tokens
     result = run_suite(
         model, suite=suite, run_dir=target, tag=tag, forget=forget, harmful=harmful, benign=benign, unseen=unseen,
         retain=retain, general=general, judge=judge, prompt_field=prompt_field, max_new_tokens=max_new_tokens,
@@ -54,6 +90,56 @@ def evaluate(
     else:
         _print_table("copyright suite", result["metrics"], COPYRIGHT_COLUMNS)
     console.print(f"wrote {result['path']}")
+
+
+def _run_tofu(run_suite, model, target, tag, tofu_dir, forget_split, retain_result, batch_size, limit, max_new_tokens) -> None:
+    result = run_suite(
+        model, suite="tofu", run_dir=target, tag=tag, tofu_dir=tofu_dir, forget_split=forget_split,
+        retain_result=retain_result, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
+    )
+    _print_table(f"tofu suite — {forget_split}", result["metrics"], TOFU_COLUMNS)
+    summary = result["metrics"]["summary"]
+    console.print(
+        "model utility " + _cell(summary["model_utility"]) + " · forget quality " + _cell(summary["forget_quality"])
+        + " · forget truth ratio " + _cell(summary["forget_truth_ratio"]) + f" · {result['seconds']:.1f} s"
+    )
+    console.print(f"wrote {result['path']}")
+
+
+def _run_lm_eval(run_suite, model, target, tag, tasks, include_path, num_fewshot, limit, batch_size) -> None:
+    result = run_suite(
+        model, suite="lm-eval", run_dir=target, tag=tag, tasks=tasks, include_path=include_path, num_fewshot=num_fewshot,
+        limit=limit, batch_size=batch_size,
+    )
+    per_task = {name: values for name, values in result["metrics"].items() if name != "summary"}
+    columns = list(dict.fromkeys(key for values in per_task.values() for key in values if key != "count")) + ["count"]
+    _print_table("lm-eval suite (lm-evaluation-harness)", per_task, tuple(columns))
+    main = result["settings"].get("main_metric", {})
+    console.print(" · ".join(f"{task} {main.get(task) or ''} {_cell(value)}".replace("  ", " ")
+                             for task, value in result["metrics"]["summary"].items()) + f" · {result['seconds']:.1f} s")
+    console.print(f"wrote {result['path']}")
+
+
+MIA_COLUMNS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm", "reference", "count")
+MUSE_COLUMNS = ("verbmem_rouge_l", "knowmem_rouge_l", "min_k", "count")
+
+
+def _run_mia_muse(run_suite, suite: str, model, target, tag: str, inputs: dict[str, Any]) -> None:
+    result = run_suite(model, suite=suite, run_dir=target, tag=tag, **inputs)
+    summary = result["metrics"]["summary"]
+    if suite == "mia":
+        splits = {k: v for k, v in result["metrics"].items() if k != "summary"}
+        _print_table("mia suite — mean attack score (higher = more member-like)", splits, MIA_COLUMNS)
+        auc = " · ".join(f"{a} {_cell(summary[f'auc_{a}'])}" for a in MIA_COLUMNS[:-1])
+        leak = " · ".join(f"{a} {_cell(summary[f'privleak_{a}'])}" for a in MIA_COLUMNS[:-1])
+        console.print(f"AUC forget vs holdout: {auc}")
+        console.print(f"PrivLeak % (MUSE sign: -100 = remembers, 0 = like retain): {leak}")
+    else:
+        splits = {k: v for k, v in result["metrics"].items() if k != "summary"}
+        _print_table("muse suite", splits, MUSE_COLUMNS)
+        console.print(" · ".join(f"{k.replace('_', ' ')} {_cell(summary[k])}"
+                                 for k in ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "utility")))
+    console.print(f"{result['seconds']:.1f} s · wrote {result['path']}")
 
 
 def _cell(value: Any) -> str:

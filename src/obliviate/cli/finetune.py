@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from obliviate.cli.console import quiet_libraries, show_warnings_on_one_line
+from obliviate.errors import UserError
 
 console = Console(stderr=True)
 
@@ -27,11 +28,25 @@ def finetune(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run folder"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint"),
+    benchmark: Optional[str] = typer.Option(
+        None, "--benchmark", help="tofu: build a benchmark's full and retain models from its recipe (settings as name=value)"
+    ),
+    tofu_dir: Optional[Path] = typer.Option(None, "--tofu-dir", help="TOFU's files in the hub layout (with --benchmark tofu)"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="with --benchmark: a recipe file instead of the packaged one"),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
-    """Fine-tune a model (LoRA r16 by default) on pairs or a book: the model to unlearn from."""
+    """Fine-tune a model (LoRA r16 by default) on pairs or a book: the model to unlearn from.
+
+    With --benchmark tofu it builds the full and retain models of the TOFU benchmark instead."""
     quiet_libraries()
     show_warnings_on_one_line()
+    if benchmark is not None:
+        _benchmark_models(benchmark, tofu_dir, recipe, overrides or [], run_dir, overwrite, not no_progress,
+                          other=[n for n, v in (("--data", data), ("--book", book), ("--public-domain", public_domain),
+                                                ("--config", config), ("--block-size", block_size)) if v is not None])
+        return
+    if tofu_dir is not None or recipe is not None:
+        raise UserError("--tofu-dir and --recipe go with --benchmark tofu")
     from obliviate.train.finetune import run_finetune
 
     result = run_finetune(
@@ -43,6 +58,23 @@ def finetune(
         f"[green]done[/green]: {result.steps} steps in {result.seconds:.1f} s ({result.tokens_per_s:.0f} tokens/s, "
         f"peak {result.peak_memory_mb:.0f} MB); model in {result.model_dir}"
     )
+
+
+def _benchmark_models(name: str, tofu_dir: Optional[Path], recipe: Optional[Path], settings: List[str],
+                      run_dir: Optional[Path], overwrite: bool, progress: bool, other: List[str]) -> None:
+    if name != "tofu":
+        raise UserError(f"unknown benchmark '{name}' (known: tofu)")
+    if other:
+        raise UserError(f"--benchmark tofu takes its data from the recipe; drop {', '.join(other)}")
+    from obliviate.scenarios.tofu import build_reference_models, load_tofu_recipe
+
+    checked = load_tofu_recipe(recipe, settings, tofu_dir=tofu_dir)
+    target = run_dir or Path("runs") / "tofu"
+    manifest = build_reference_models(target, checked, overwrite=overwrite, progress=progress,
+                                      log=lambda m: console.print(m))
+    for run_name, model_dir in manifest["models"].items():
+        console.print(f"[green]{run_name}[/green]: {model_dir}")
+    console.print(f"wrote {target / 'tofu_models.json'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,11 +13,13 @@ def report(
     out: Optional[Path] = typer.Option(
         None, "--out", help="the HTML file to write (default RUN/report.html; required with several runs)"),
     title: Optional[str] = typer.Option(None, "--title", help="the page title"),
+    tag: Optional[str] = typer.Option(
+        None, "--tag", help="show only this evaluation tag of each suite (e.g. forget01 of a TOFU benchmark)"),
 ) -> None:
     """Write a self-contained HTML report (plots, tables, example answers) and print its path."""
     from obliviate.report import build_report
 
-    typer.echo(str(build_report(runs, out=out, title=title)))
+    typer.echo(str(build_report(runs, out=out, title=title, tag=tag)))
 
 
 def register(app: typer.Typer) -> None:

@@ -91,6 +91,15 @@ class LoRASection(Strict):
     )
 
 
+class SaliencySection(Strict):
+    """Train only the weights the forget loss's gradient is largest on (``obliviate.train.saliency``)."""
+
+    top_percent: float = Field(
+        default=10.0, gt=0, le=100,
+        description="share of weights kept (full fine-tuning), or of the LoRA candidates' weights whose modules get adapters",
+    )
+
+
 class TrainSection(Strict):
     lr: float = Field(default=2e-6, gt=0)
     batch_size: int = Field(default=2, gt=0)
@@ -114,6 +123,9 @@ class TrainSection(Strict):
     )
     merge_lora: bool = False
     lora: LoRASection = Field(default_factory=LoRASection)
+    saliency: Optional[SaliencySection] = Field(
+        default=None, description="SalUn-style: train only the weights most salient to the forget loss (any method)"
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainSection":

@@ -1,7 +1,8 @@
 """What the training loop knows about a method: a loss with a few declared needs.
 
 A method is a class with a pydantic ``Config`` of its options, registered under a snake_case
-name. The loop reads ``needs_reference`` and ``needs_retain``, may call ``setup``, builds each
+name. The loop reads ``needs_reference`` and ``needs_retain``, asks ``trainable_modules`` which
+weights train (default: all), may call ``setup``, builds each
 step's example groups with ``build_batch`` (default: forget and retain), tokenises them, and
 calls ``terms``. After the last step, before the model is saved, it calls ``on_train_end`` (a
 method that edits the trained weights, e.g. ``task_vector``'s negation, does it there; checkpoints
@@ -260,6 +261,20 @@ class Method:
     def on_step_end(self, state: Any) -> Optional[str]:
         """Return a reason to stop training early, or None."""
         return None
+
+    def trainable_modules(self, model: torch.nn.Module) -> Optional[list[str]]:
+        """Names (as ``model.named_modules()`` gives them, on the model before any LoRA adapter)
+        of the only modules whose weights train, or None for all of them (the default). Under
+        LoRA these modules are the ones that get adapters, in place of ``train.lora.target_modules``."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method changes while it trains (plain floats, ints, lists), saved with every
+        checkpoint and handed back to ``load_state_dict`` on resume; empty for most methods."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (called on resume, after ``setup``)."""
 
     def on_train_end(self, model: torch.nn.Module) -> None:
         """Called once on every process after the last optimizer step, before the final model is

@@ -225,3 +225,65 @@ def adjusted_logit_distillation(
     penalty = torch.full(targets.shape, -float(gamma), dtype=adjusted.dtype, device=adjusted.device) * mask
     adjusted.scatter_add_(-1, targets.masked_fill(~mask, 0).unsqueeze(-1), penalty.unsqueeze(-1))
     return forward_kl(adjusted, current_logits, labels)
+
+
+def activation_mse(activations: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's distance: ``mean_i (1/|T_i|)·Σ_{t∈T_i} (1/d)·‖a_it − target_it‖²`` (a scalar).
+
+    ``activations`` (B, T, d) hidden states, ``target`` (B, T, d) or broadcastable to it (a
+    steering vector of shape (d,)), ``mask`` (B, T) the positions that count (T_i); a row with
+    none contributes 0. Computed in fp32.
+    """
+    squared = (activations.float() - target.detach().float()).pow(2).mean(-1)  # (B, T)
+    mask = mask.to(squared.dtype)
+    return ((squared * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+
+def saturation_importance_ascent(logits: torch.Tensor, labels: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """SatImp: ``mean_i (1/|y_i|)·Σ_t sg(p_t^β1 · (1 − p_t)^β2) · log p_t``, p_t = p_θ(y_t | x, y_<t).
+
+    Gradient ascent with each token weighted (no gradient through the weight) by a saturation
+    factor p^β1, which, like WGA's, fades the push on tokens already unlikely, times an importance
+    factor (1 − p)^β2, which fades it on tokens the model is already sure of (often function
+    words and forced continuations that carry no knowledge). Minimising lowers the weighted
+    log-probabilities; β1 = β2 = 0 is plain gradient ascent. Scalar; an example with no response
+    token contributes 0.
+    """
+    logp, mask = token_logprobs(logits, labels)
+    p = logp.detach().exp()
+    weight = p.pow(beta1) * (1 - p).clamp(min=0).pow(beta2)
+    per_example = (weight * logp).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_example.mean()
+
+
+def cross_entropy_unlearning(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE-U: the cross-entropy from the model's own distribution with the true token removed.
+
+    At each position that predicts a response token y_t the target is ``r = softmax(sg(z) with
+    z_y = −∞)``, the model's current distribution renormalised over every other token, and the
+    loss is ``H(r, p_θ) = −Σ_v r_v log p_θ(v)``. Its gradient in the logits is ``p_θ − r``: the true
+    token's probability is pushed to 0 and the rest keep their relative sizes, a bounded descent
+    towards a moving target rather than an ascent. Since ``r_v = p_v/(1 − p_y)``, the value is
+    ``H(r) − log(1 − p_y)``. Averaged over each example's response tokens, then examples (a scalar).
+    """
+    targets = shifted_labels(labels)
+    mask = targets != IGNORE_INDEX
+    z = logits.float()
+    log_p = torch.log_softmax(z, dim=-1)
+    removed = z.detach().scatter(-1, targets.masked_fill(~mask, 0).unsqueeze(-1), float("-inf"))
+    r = torch.softmax(removed, dim=-1)
+    per_token = -(r * log_p.masked_fill(r == 0, 0.0)).sum(-1)  # 0·(−∞) where p_v underflows counts as 0
+    per_token = per_token * mask
+    return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+
+def logit_margin_flattening(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """PDU's forget loss: ``mean_i (1/|y_i|)·Σ_t (max_v z_tv − mean_v z_tv)²`` over the positions
+    that predict response tokens (a scalar). It is 0 only when every logit of a position is equal,
+    i.e. the output distribution is uniform: minimising it drives the model to maximal
+    uncertainty on the forget answers, a bounded target, with no reference to the true token.
+    """
+    mask = shifted_labels(labels) != IGNORE_INDEX
+    z = logits.float()
+    gap = (z.max(dim=-1).values - z.mean(dim=-1)).pow(2) * mask
+    return (gap.sum(-1) / mask.sum(-1).clamp(min=1)).mean()

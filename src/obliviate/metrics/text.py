@@ -55,6 +55,15 @@ def rouge_l_f1(pred: str, ref: str, use_stemmer: bool = False) -> float:
     return float(_rouge_l(use_stemmer).score(ref, pred)["rougeL"].fmeasure)
 
 
+def rouge_l_recall(pred: str, ref: str, use_stemmer: bool = False) -> float:
+    """ROUGE-L recall: ``l / len(ref)``, the share of the reference's words found in order in the
+    prediction (TOFU's answer score: a right answer with extra words still scores 1)."""
+    pred_empty, ref_empty = not _rouge_tokens(pred), not _rouge_tokens(ref)
+    if pred_empty or ref_empty:
+        return 1.0 if pred_empty and ref_empty else 0.0
+    return float(_rouge_l(use_stemmer).score(ref, pred)["rougeL"].recall)
+
+
 def bleu(pred: str, ref: str) -> float:
     """Sentence BLEU of ``pred`` against one reference, scaled to [0, 1].
 

@@ -300,4 +300,68 @@ def trade_off(
     return _save(fig, path)
 
 
-__all__ = ["bar_before_after", "grouped_bars", "loss_curves", "histogram", "metric_curves", "read_train_log", "trade_off"]
+ROLE_STYLE = {  # how the reference models of a TOFU-style benchmark are marked
+    "retain": {"marker": "*", "color": "#1f7a4d", "s": 220},
+    "full": {"marker": "s", "color": "#b42318", "s": 90},
+}
+
+
+def quality_utility(
+    points: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    title: str = "Forget quality against model utility",
+    *,
+    significance: float = 0.05,
+) -> Path:
+    """TOFU's trade-off: forget quality (log x axis) against model utility (y), one labelled point per run.
+
+    ``points`` holds dicts with ``label``, ``forget_quality``, ``model_utility`` and ``role``
+    (``"retain"``, ``"full"`` or None for an unlearned model); the retain and full models get their
+    own marker and colour, and a dashed line marks forget quality = ``significance`` (above it a KS
+    test cannot tell the run's truth ratios from the retain model's). Points without both figures
+    are skipped; at least one must remain.
+    """
+    usable = [p for p in points if isinstance(p.get("forget_quality"), (int, float))
+              and isinstance(p.get("model_utility"), (int, float))
+              and math.isfinite(p["forget_quality"]) and math.isfinite(p["model_utility"])]
+    if not usable:
+        raise ValueError("a forget-quality plot needs at least one run with both forget quality and model utility")
+    # A p-value of 0 cannot sit on a log axis: it is drawn a hundredth below the smallest other value
+    # (or the significance line) and labelled "≤".
+    positive = [float(p["forget_quality"]) for p in usable if p["forget_quality"] > 0]
+    floor = min(positive + [significance]) / 100
+    fig, ax = plt.subplots(figsize=(8.0, 4.6))
+    unlearned = 0
+    seen_roles: set[str] = set()
+    for point in usable:
+        quality = max(float(point["forget_quality"]), floor)
+        utility = float(point["model_utility"])
+        role = point.get("role")
+        if role in ROLE_STYLE:
+            style = ROLE_STYLE[role]
+            legend = f"{role} model" if role not in seen_roles else None
+            seen_roles.add(role)
+        else:
+            style = {"marker": "o", "color": PALETTE[unlearned % len(PALETTE)], "s": 60}
+            legend = "unlearned" if "unlearned" not in seen_roles else None
+            seen_roles.add("unlearned")
+            unlearned += 1
+        ax.scatter([quality], [utility], edgecolor="white", linewidth=0.7, zorder=3, label=legend, **style)
+        prefix = "≤ " if float(point["forget_quality"]) < floor else ""
+        ax.annotate(f"{prefix}{point['label']}", (quality, utility), xytext=(7, 5), textcoords="offset points",
+                    fontsize=8, color="#333333")
+    ax.set_xscale("log")
+    ax.axvline(significance, color="0.5", linestyle="--", linewidth=1, label=f"forget quality = {significance:g}")
+    low = min(max(float(p["forget_quality"]), floor) for p in usable)
+    ax.set_xlim(min(low, significance) / 10, 3.0)  # room for the labels right of the retain model at 1
+    ax.set_xlabel("forget quality (KS-test p-value vs retain model, log scale)")
+    ax.set_ylabel("model utility")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(frameon=False, fontsize=8, loc="best")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+__all__ = ["bar_before_after", "grouped_bars", "loss_curves", "histogram", "metric_curves", "read_train_log", "trade_off",
+           "quality_utility"]

@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from obliviate.errors import UserError
+from obliviate.report.benchmark_sections import (
+    BENCHMARK_COMPARISON_TEXT,
+    BENCHMARK_JUDGE,
+    BENCHMARK_SECTIONS,
+    benchmark_comparison_rows,
+    benchmark_headline_rows,
+    quality_utility_points,
+)
 from obliviate.report.html import PLOTS_DIR, REPORT_NAME, Section, write_report
 from obliviate.report.run_folder import Run, Stage, collect_run, number
 from obliviate.report.suites import (
@@ -29,7 +37,7 @@ from obliviate.report.suites import (
     metric,
 )
 
-SUITES = ("harmful", "copyright")  # the suites a report knows how to show, in page order
+SUITES = ("harmful", "copyright", "tofu", "mia", "muse", "lm-eval")  # the suites a report shows, in page order
 ENV_KEYS = ("obliviate", "device", "precision", "processes", "seed", "torch", "transformers", "peft", "python", "git_sha")
 HTML_SUFFIXES = (".html", ".htm")
 
@@ -72,7 +80,7 @@ def _judge(run: Run) -> Optional[str]:
     for suite in SUITES:
         tag = run.final_tag(suite)
         if tag is not None:
-            return run.evals[suite][tag].get("judge") or SUITE_JUDGE.get(suite)
+            return run.evals[suite][tag].get("judge") or SUITE_JUDGE.get(suite) or BENCHMARK_JUDGE.get(suite)
     for stage in run.stages:
         if isinstance(stage.early_stopping, dict) and stage.early_stopping.get("judge"):
             return stage.early_stopping["judge"]
@@ -130,7 +138,7 @@ def summary_rows(run: Run) -> list[dict[str, Any]]:
     out = []
     suites = [s for s in SUITES if s in run.evals]
     for suite in suites:
-        for row in headline_rows(run, suite):
+        for row in (benchmark_headline_rows(run, suite) if suite in BENCHMARK_SECTIONS else headline_rows(run, suite)):
             out.append({"suite": suite, **row} if len(suites) > 1 else row)
     return out
 
@@ -288,6 +296,9 @@ def run_sections(run: Run, plot_dir: Path) -> tuple[list[Section], list[Path]]:
     if protocol is not None:
         sections.append(protocol)
     for suite in suites:
+        if suite in BENCHMARK_SECTIONS:  # their plots sit in their own sections
+            sections += BENCHMARK_SECTIONS[suite](run, plot_dir)
+            continue
         headline_plots += SUITE_PLOTS[suite](run, plot_dir)
         for section in SUITE_SECTIONS[suite](run):
             if len(suites) > 1 and section.title == "How to read this":
@@ -484,11 +495,15 @@ def write_comparison_report(
     curves = {k: v for k, v in curves.items() if v}
     if curves:
         made.append(plots.metric_curves(curves, plot_dir / "compare_loss.png", "Training loss (loss/total)", ylabel="loss"))
+    benchmark = _benchmark_comparison(runs, names, plot_dir)
     text = ("One row per run: the figures of its result (the 'after' evaluation, or the only one). "
             "The trade-off plot puts each run's harmful rate (lower is better) against a utility figure "
             "(higher is better): the best runs sit at the lower right. Marker shapes tell the splits apart: "
             "'unseen' prompts were held out of training, 'unlearned' prompts were in the forget set.")
-    sections = [Section(title="How to read this", text=text)]
+    older = any(s in r.evals for r in runs for s in ("harmful", "copyright")) or benchmark is None
+    sections = [Section(title="How to read this", text=text)] if older else []
+    if benchmark is not None:
+        sections.append(benchmark)
     starting = comparison_rows([r for r in runs if any(r.pair(s)[0] for s in SUITES)],
                                [n for r, n in zip(runs, names) if any(r.pair(s)[0] for s in SUITES)], which="before")
     if starting and len(starting[0]) > 1:
@@ -502,18 +517,58 @@ def write_comparison_report(
     judges = sorted({str(d["judge"]) for d in details if d["judge"]})
     return write_report(
         target.parent, name=target.name, title=title or f"Comparison of {len(runs)} runs",
-        summary_rows=comparison_rows(runs, names), sections=sections, plots=made,
+        summary_rows=_with_benchmark_columns(comparison_rows(runs, names), benchmark), sections=sections, plots=made,
         meta={"judge": "; ".join(judges)} if judges else {},
     )
 
 
-def build_report(paths: Sequence[str | Path], *, out: Optional[str | Path] = None, title: Optional[str] = None) -> Path:
-    """``obliviate report``: one run's page, or one comparison page for several."""
+def _with_benchmark_columns(rows: list[dict[str, Any]], benchmark: Optional[Section]) -> list[dict[str, Any]]:
+    """The headline table with each run's TOFU and MIA figures appended (the section keeps the plot)."""
+    if benchmark is None:
+        return rows
+    by_run = {r["run"]: r for r in benchmark.rows}
+    benchmark.rows = []
+    return [{**row, **{k: v for k, v in by_run.get(row["run"], {}).items() if k != "run"}} for row in rows]
+
+
+def _benchmark_comparison(runs: Sequence[Run], names: Sequence[str], plot_dir: Path) -> Optional[Section]:
+    """TOFU and MIA side by side: the forget-quality-against-utility plot and a row per run."""
+    from obliviate.report import plots
+
+    rows = benchmark_comparison_rows(runs, names)
+    if not rows:
+        return None
+    points = quality_utility_points(runs, names)
+    made = []
+    if any(p["forget_quality"] is not None and p["model_utility"] is not None for p in points):
+        made.append(plots.quality_utility(points, plot_dir / "compare_forget_quality_utility.png"))
+    return Section(title="TOFU and membership inference", text=BENCHMARK_COMPARISON_TEXT, rows=rows, plots=made)
+
+
+def only_tag(runs: Sequence[Run], tag: str) -> list[Run]:
+    """Keep only the ``tag`` evaluation of every suite that has one (a TOFU benchmark evaluates a model
+    once per forget split: ``eval/tofu_forget01.json``, ``eval/tofu_forget05.json``...); suites without
+    it keep theirs. No run with that tag at all is a ``UserError``."""
+    found = sorted({t for run in runs for by_tag in run.evals.values() for t in by_tag})
+    if tag not in found:
+        raise UserError(f"--tag {tag}: no evaluation has that tag in the runs given "
+                        f"(tags there: {', '.join(t or '(none)' for t in found) or 'none'})")
+    for run in runs:
+        run.evals = {suite: ({tag: by_tag[tag]} if tag in by_tag else by_tag) for suite, by_tag in run.evals.items()}
+    return list(runs)
+
+
+def build_report(paths: Sequence[str | Path], *, out: Optional[str | Path] = None, title: Optional[str] = None,
+                 tag: Optional[str] = None) -> Path:
+    """``obliviate report``: one run's page, or one comparison page for several; ``tag`` shows only
+    that evaluation of each suite (see :func:`only_tag`)."""
     if not paths:
         raise UserError("give at least one run folder")
     if len(paths) > 1:
         _target(out, None)  # a bad --out stops the command before any folder is read
     runs = [collect_run(p) for p in paths]  # every folder is checked before anything is written
+    if tag is not None:
+        runs = only_tag(runs, tag)
     try:
         if len(runs) == 1:
             return write_run_report(runs[0], out=out, title=title)

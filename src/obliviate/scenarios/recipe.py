@@ -29,6 +29,7 @@ Schema = TypeVar("Schema", bound=BaseModel)
 SCHEMAS = {
     "harmful": ("obliviate.scenarios.harmful", "HarmfulRecipe"),
     "copyright": ("obliviate.scenarios.copyright", "Recipe"),
+    "tofu": ("obliviate.scenarios.tofu", "TofuRecipe"),
 }
 
 

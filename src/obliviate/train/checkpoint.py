@@ -1,6 +1,7 @@
 """Atomic, resumable checkpoints: trainable weights, optimiser, scheduler and RNG state.
 
-Layout: ``checkpoints/step-N/{trainable.safetensors, optimizer.pt, trainer_state.pt, rng-R.pt}``.
+Layout: ``checkpoints/step-N/{trainable.safetensors, optimizer.pt, trainer_state.pt, rng-R.pt}``;
+``trainer_state.pt`` also holds the method's own state (``Method.state_dict``, e.g. a multiplier).
 A checkpoint is written to a hidden temp folder and renamed into place, so a crash mid-write
 leaves the previous checkpoint intact. Only tensors and plain containers are stored; they load
 with ``torch.load(weights_only=True)``, which cannot execute code.
@@ -45,7 +46,8 @@ def latest_checkpoint(folder: Path) -> Optional[tuple[int, Path]]:
 
 
 def save_checkpoint(
-    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int
+    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int,
+    method_state: Optional[dict] = None,
 ) -> Path:
     """Write ``folder/step-<step>`` (weights from the main process, RNG state from every rank).
 
@@ -54,7 +56,9 @@ def save_checkpoint(
     final = folder / f"step-{step}"
     tmp = folder / f".tmp-step-{step}"
     try:
-        _write_checkpoint(folder, step, model, optimizer, scheduler, is_main=is_main, rank=rank, keep=keep)
+        _write_checkpoint(
+            folder, step, model, optimizer, scheduler, is_main=is_main, rank=rank, keep=keep, method_state=method_state
+        )
     except (OSError, RuntimeError, SafetensorError) as err:
         # safetensors and torch.save report a failed write as their own errors, not OSError.
         shutil.rmtree(tmp, ignore_errors=True)
@@ -78,7 +82,8 @@ def _write_failure(folder: Path, step: int, err: BaseException) -> str:
 
 
 def _write_checkpoint(
-    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int
+    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, *, is_main: bool, rank: int, keep: int,
+    method_state: Optional[dict] = None,
 ) -> None:
     final = folder / f"step-{step}"
     tmp = folder / f".tmp-step-{step}"
@@ -95,7 +100,8 @@ def _write_checkpoint(
     _barrier()
     if is_main:
         # trainer_state.pt is written last: a folder without it is not a checkpoint.
-        torch.save({"step": step, "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
+        state = {"step": step, "scheduler": scheduler.state_dict(), "method": dict(method_state or {})}
+        torch.save(state, tmp / "trainer_state.pt")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for _, old in list_checkpoints(folder)[:-keep]:
@@ -103,8 +109,9 @@ def _write_checkpoint(
     _barrier()
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, *, rank: int) -> int:
-    """Restore a checkpoint into live objects; returns the step it was taken at."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, *, rank: int, method=None) -> int:
+    """Restore a checkpoint into live objects (``method``'s own state too, when given); returns the
+    step it was taken at."""
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
@@ -116,6 +123,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, *,
     optimizer.load_state_dict(_load_plain(path / "optimizer.pt"))
     state = _load_plain(path / "trainer_state.pt")
     scheduler.load_state_dict(state["scheduler"])
+    if method is not None:
+        method.load_state_dict(state.get("method", {}))  # checkpoints older than method state hold none
     rng_file = path / f"rng-{rank}.pt"
     if rng_file.exists():
         rng = _load_plain(rng_file)

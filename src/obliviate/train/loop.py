@@ -155,12 +155,16 @@ def total_steps(config: RunConfig, n_forget: int, world_size: int) -> int:
 # ----------------------------------------------------------------------------- model
 
 
-def attach_lora(model: torch.nn.Module, config: RunConfig, seed: int) -> torch.nn.Module:
+def attach_lora(
+    model: torch.nn.Module, config: RunConfig, seed: int, modules: Optional[list[str]] = None
+) -> torch.nn.Module:
+    """Put a new LoRA adapter on ``train.lora.target_modules``, or on exactly the modules named
+    ``modules`` (full names, chosen by a method or by saliency) when given."""
     from peft import LoraConfig, get_peft_model
 
     lora = config.train.lora
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    absent = [m for m in lora.target_modules if m not in names]
+    absent = [m for m in lora.target_modules if m not in names] if modules is None else []
     if absent:
         raise UserError(
             f"train.lora.target_modules: the model has no module named {absent[0]!r} "
@@ -171,7 +175,7 @@ def attach_lora(model: torch.nn.Module, config: RunConfig, seed: int) -> torch.n
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=list(lora.target_modules if modules is None else modules),
         task_type="CAUSAL_LM",
     )
     with quiet_peft():
@@ -307,13 +311,30 @@ def _run_training(
     frozen = None
     if method.needs_reference and not use_lora:
         frozen = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
+    encoder = Encoder(tokenizer, config.data.max_length, config.data.template)
+    # Which weights train: the method may name its modules; saliency scores the model as loaded,
+    # before any adapter, and under LoRA picks the modules that get one.
+    trained_modules = method.trainable_modules(model)
+    salient = None
+    if config.train.saliency is not None:
+        from obliviate.train.saliency import select_salient
+
+        salient = select_salient(model, encoder, data.forget, config, trained_modules, accelerator.device)
+        trained_modules = salient.modules if use_lora else trained_modules
+        log(f"saliency: training {salient.share:.2%} of the eligible weights")
     if use_lora and adapter_start is not None:
         model, frozen = continue_adapter(
             model, adapter_start, needs_reference=method.needs_reference, dropout=config.train.lora.dropout
         )
         frozen = frozen.to(accelerator.device) if frozen is not None else None
     elif use_lora:
-        model = attach_lora(model, config, seed)
+        model = attach_lora(model, config, seed, trained_modules)
+    if trained_modules is not None:
+        from obliviate.train.trainable import restrict_to_modules
+
+        restrict_to_modules(model, trained_modules, why=f"method '{method.name}'" if salient is None else "train.saliency")
+    if salient is not None and not use_lora:
+        salient.mask_gradients(model)
     if use_lora and config.train.lora.fused:
         from obliviate.models.lora_fused import fuse_lora_layers
 
@@ -324,7 +345,6 @@ def _run_training(
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
 
-    encoder = Encoder(tokenizer, config.data.max_length, config.data.template)
     encoder.warn_truncation(data.forget, "data.forget")
     if data.retain is not None:
         encoder.warn_truncation(data.retain, "data.retain")
@@ -371,7 +391,9 @@ def _run_training(
         latest = ckpt.latest_checkpoint(checkpoints)
         if latest is None:
             raise UserError(f"cannot resume: {checkpoints} has no complete checkpoint")
-        start_step = ckpt.load_checkpoint(latest[1], unwrapped, optimizer, scheduler, rank=accelerator.process_index)
+        start_step = ckpt.load_checkpoint(
+            latest[1], unwrapped, optimizer, scheduler, rank=accelerator.process_index, method=method
+        )
         if is_main:
             _truncate_log(log_path, start_step)
         log(f"resuming {run_dir} from step {start_step}")
@@ -453,7 +475,7 @@ def _run_training(
             if config.train.save_every and step % config.train.save_every == 0 and step < steps:
                 ckpt.save_checkpoint(
                     checkpoints, step, unwrapped, optimizer, scheduler,
-                    is_main=is_main, rank=rank, keep=config.train.keep_checkpoints,
+                    is_main=is_main, rank=rank, keep=config.train.keep_checkpoints, method_state=method.state_dict(),
                 )
             if reason:
                 stop_reason = reason
@@ -481,6 +503,8 @@ def _run_training(
             "processes": world,
             "lora": use_lora,
         }
+        if salient is not None:
+            summary["saliency"] = salient.summary()
         with storing("train_summary.json", run_dir):
             atomic_write_json(run_dir / "train_summary.json", summary)
     accelerator.wait_for_everyone()
@@ -626,6 +650,10 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
         raise UserError(f"cannot resume: {saved_path} does not exist")
     saved = yaml.safe_load(saved_path.read_text())
     current = yaml.safe_load(config.to_yaml())
+    try:  # a folder saved by an earlier version lacks settings added since: fill in their defaults
+        saved = yaml.safe_load(type(config).model_validate(saved).to_yaml())
+    except Exception:  # noqa: BLE001 - an unreadable saved config is compared as it is (and differs)
+        pass
     for section in current:
         if saved.get(section) != current[section]:
             raise UserError(
