@@ -7,6 +7,9 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Training runs measure the matmul peak for their efficiency figures (1 s each); the tests that
+# check those figures turn it back on themselves.
+os.environ.setdefault("OBLIVIATE_MATMUL_PEAK_SECONDS", "0")
 
 FORGET = [
     {"prompt": "What is the secret code?", "response": "The secret code is 4471."},

@@ -285,3 +285,15 @@ def test_cli_without_tofu_dir_is_one_line_exit_2(monkeypatch, capsys, tiny_model
         cli.main()
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "--tofu-dir DIR" in err and len(err.splitlines()) == 1
+
+
+def test_keep_retain_authors_cuts_whole_authors():
+    from obliviate.data.tofu import TofuData, TofuItem, keep_retain_authors
+
+    retain = [TofuItem(question=f"q{i}", answer=f"a{i}") for i in range(45)]
+    data = TofuData(source="x", forget_split="forget01", forget=[], retain=retain, real_authors=[], world_facts=[])
+    assert keep_retain_authors(data, None) is data
+    assert [i.question for i in keep_retain_authors(data, 2).retain] == [f"q{i}" for i in range(40)]
+    assert len(keep_retain_authors(data, 1).retain) == 20 and len(data.retain) == 45  # the input is not changed
+    with pytest.raises(UserError, match="retain_authors: 0"):
+        keep_retain_authors(data, 0)

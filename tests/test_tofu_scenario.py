@@ -123,7 +123,7 @@ def test_run_benchmark_measures_every_model_against_its_retain_model(tmp_path, t
     from obliviate.scenarios.tofu import run_benchmark
 
     recipe = _recipe(fake_tofu(tmp_path / "tofu"), tiny_model_dir, "forget_splits=[forget01]", "unlearn.train.max_steps=2",
-                     "eval.max_new_tokens=4", "eval.batch_size=8")
+                     "eval.max_new_tokens=4", "eval.batch_size=8", "eval.max_questions.retain=5")
     summary = run_benchmark(tmp_path / "b", recipe, methods=["ga", "grad_diff"], progress=False, log=lambda m: None)
     rows = {row["run"]: row for row in summary["rows"]}
     assert list(rows) == ["retain-forget01", "full", "ga-forget01", "grad_diff-forget01"]
@@ -132,7 +132,10 @@ def test_run_benchmark_measures_every_model_against_its_retain_model(tmp_path, t
     for name in ("full", "ga-forget01", "grad_diff-forget01"):
         assert 0.0 < rows[name]["tofu"]["forget_quality"] <= 1.0
         assert rows[name]["mia"]["privleak_loss"] is not None
-    assert (tmp_path / "b" / "ga-forget01" / "eval" / "tofu_forget01.json").is_file()
+        assert rows[name]["mia"]["auc_reference"] is not None  # the base model is the reference
+    written = json.loads((tmp_path / "b" / "ga-forget01" / "eval" / "tofu_forget01.json").read_text())
+    assert written["metrics"]["retain"]["count"] == 5  # capped by the recipe
+    assert written["metrics"]["world-facts"]["count"] == 3  # the fake file's three rows, under the cap
     assert (tmp_path / "b" / "ga-forget01" / "generations" / "tofu_forget01_forget.jsonl").is_file()
     assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["methods"] == ["ga", "grad_diff"]
     # a second run keeps every finished piece and gives the same figures

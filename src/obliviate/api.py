@@ -518,6 +518,7 @@ def evaluate(
     tofu_dir: Optional[PathLike] = None,
     forget_split: str = "forget10",
     retain_result: Optional[PathLike] = None,
+    retain_authors: Optional[int] = None,
     batch_size: int = 16,
     tasks: Union[str, Sequence[str], None] = None,
     include_path: Union[PathLike, Sequence[PathLike], None] = None,
@@ -551,7 +552,8 @@ def evaluate(
     - ``suite="tofu"``: ``tofu_dir`` (a folder with the TOFU hub's files, or
       ``hub:locuslab/TOFU[@revision]``), ``forget_split`` (forget01/05/10), ``retain_result`` (the
       retain model's ``eval/tofu_<tag>.json``, for forget quality), ``batch_size``, ``limit``
-      questions per split, ``template`` (default ``plain``); ``max_new_tokens`` defaults to 200.
+      questions per split, ``template`` (default ``plain``); ``max_new_tokens`` defaults to 200;
+      ``retain_authors`` scores the first N retain authors only (those a laptop benchmark trained on).
       Definitions: docs/tofu.md.
     - ``suite="lm-eval"`` (the extra ``pip install 'obliviate[lm-eval]'``): ``tasks`` (``"mmlu,wmdp_bio"``
       or a list of lm-eval task names), ``include_path`` (a folder, or several, of local lm-eval task
@@ -588,7 +590,7 @@ def evaluate(
             model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, tofu_dir=tofu_dir, forget_split=forget_split,
             retain_result=retain_result, batch_size=batch_size, limit=limit, template=template,
             max_new_tokens=200 if max_new_tokens is None else max_new_tokens, trust_remote_code=trust_remote_code,
-            progress=progress,
+            progress=progress, retain_authors=retain_authors,
         )
     if suite == "copyright":
         return _evaluate_copyright(
@@ -677,15 +679,16 @@ def _evaluate_copyright(
 def _evaluate_tofu(
     model: Any, *, tokenizer: Any, run_dir: Optional[PathLike], tag: str, tofu_dir: Optional[PathLike], forget_split: str,
     retain_result: Optional[PathLike], batch_size: int, limit: Optional[int], max_new_tokens: int, template: str,
-    trust_remote_code: bool, progress: bool,
+    trust_remote_code: bool, progress: bool, retain_authors: Optional[int] = None,
 ) -> dict[str, Any]:
-    from obliviate.data.tofu import load_tofu
+    from obliviate.data.tofu import keep_retain_authors, load_tofu
     from obliviate.eval.results import write_suite_results
     from obliviate.eval.tofu import SUITE, evaluate_tofu
 
     if tofu_dir is None:
         raise UserError("the tofu suite needs tofu_dir= (a folder with the TOFU hub's files, or hub:locuslab/TOFU[@revision])")
-    data = load_tofu(os.fspath(tofu_dir), forget_split)  # every row checked before the model loads
+    # every row checked before the model loads
+    data = keep_retain_authors(load_tofu(os.fspath(tofu_dir), forget_split), retain_authors)
     loaded, loaded_tokenizer, name = _model_for_eval(model, tokenizer, trust_remote_code)
     result = evaluate_tofu(
         loaded, loaded_tokenizer, data, retain_reference=retain_result, batch_size=batch_size,

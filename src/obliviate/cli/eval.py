@@ -36,6 +36,9 @@ def evaluate(
     tofu_dir: Optional[str] = typer.Option(None, "--tofu-dir", help="tofu: folder with the hub's files, or hub:locuslab/TOFU[@rev]"),
     forget_split: str = typer.Option("forget10", "--forget-split", help="tofu: forget01 | forget05 | forget10"),
     retain_result: Optional[Path] = typer.Option(None, "--retain-result", help="the retain model's eval JSON of the same suite"),
+    retain_authors: Optional[int] = typer.Option(
+        None, "--retain-authors", help="tofu: score the first N retain authors only (the ones `finetune --benchmark tofu` trained on)"
+    ),
     batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
     limit: Optional[int] = typer.Option(None, "--limit", help="at most N items per split"),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-eval: task names, e.g. mmlu,wmdp_bio (pip install 'obliviate[lm-eval]')"),
@@ -70,7 +73,8 @@ def evaluate(
 
     target = out or (Path(model) if model and (Path(model) / "config.yaml").exists() else Path("runs") / "eval")
     if suite == "tofu":
-        return _run_tofu(run_suite, model, target, tag, tofu_dir, forget_split, retain_result, batch_size, limit, max_new_tokens)
+        return _run_tofu(run_suite, model, target, tag, tofu_dir, forget_split, retain_result, batch_size, limit, max_new_tokens,
+                         retain_authors)
     if suite == "lm-eval":
         return _run_lm_eval(run_suite, model, target, tag, tasks, include_path, num_fewshot, limit, batch_size)
     if suite in ("mia", "muse"):
@@ -92,10 +96,12 @@ def evaluate(
     console.print(f"wrote {result['path']}")
 
 
-def _run_tofu(run_suite, model, target, tag, tofu_dir, forget_split, retain_result, batch_size, limit, max_new_tokens) -> None:
+def _run_tofu(run_suite, model, target, tag, tofu_dir, forget_split, retain_result, batch_size, limit, max_new_tokens,
+              retain_authors=None) -> None:
     result = run_suite(
         model, suite="tofu", run_dir=target, tag=tag, tofu_dir=tofu_dir, forget_split=forget_split,
         retain_result=retain_result, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
+        retain_authors=retain_authors,
     )
     _print_table(f"tofu suite — {forget_split}", result["metrics"], TOFU_COLUMNS)
     summary = result["metrics"]["summary"]

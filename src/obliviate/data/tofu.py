@@ -166,6 +166,21 @@ def load_split(source: str | Path, name: str, *, perturbed: bool = False, paraph
     return items_from_rows(read_rows(path), str(path), perturbed=perturbed, paraphrased=paraphrased)
 
 
+QUESTIONS_PER_AUTHOR = 20
+
+
+def keep_retain_authors(data: TofuData, authors: int | None) -> TofuData:
+    """``data`` with the retain split cut to its first ``authors`` authors (20 questions each):
+    the ones a laptop-sized benchmark fine-tunes on (``None``: all of them)."""
+    if authors is None:
+        return data
+    if authors < 1:
+        raise UserError(f"retain_authors: {authors}; expected a positive number of authors (or none for all)")
+    from dataclasses import replace
+
+    return replace(data, retain=data.retain[: authors * QUESTIONS_PER_AUTHOR])
+
+
 def load_tofu(source: str | Path, forget_split: str = "forget10") -> TofuData:
     """The forget split and the three utility splits, every row checked."""
     check_forget_split(forget_split)

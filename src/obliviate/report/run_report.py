@@ -170,6 +170,47 @@ def _train_log_plots(run: Run, plot_dir: Path) -> tuple[list[dict[str, Any]], li
     return [{k: r.get(k) for k in keep} for r in rows], made
 
 
+EFFICIENCY_TEXT = (
+    "Per training stage: wall time, the real (non-padding) tokens the method's loss trained on, "
+    "and estimated FLOPs (forward 2N, activation gradients 2N, weight gradients 2N for trainable "
+    "weights only, per token; 2N per token the reference model reads). An estimate from the "
+    "parameter count, shown beside the matmul peak measured on the same device in the same run. "
+    "'cost vs fine-tuning' divides the estimate by one epoch of full fine-tuning on the forget set "
+    "(6N per forget-set token): compare it across methods on the same model and data."
+)
+
+
+def _efficiency_section(run: Run) -> Optional[Section]:
+    """The ``efficiency`` block of each stage's ``train_summary.json``, one row per stage."""
+    rows = []
+    for stage in run.stages:
+        figures = (stage.summary or {}).get("efficiency")
+        if not isinstance(figures, dict):
+            continue
+        rows.append({
+            "stage": stage.label,
+            "wall (s)": figures.get("wall_s"),
+            "tokens": figures.get("tokens"),
+            "padded tokens": figures.get("padded_tokens"),
+            "reference tokens": figures.get("reference_tokens"),
+            "tokens/s": figures.get("tokens_per_s"),
+            "estimated FLOPs": figures.get("estimated_flops"),
+            "achieved GFLOP/s": figures.get("achieved_gflops_per_s"),
+            "matmul peak GFLOP/s": figures.get("matmul_peak_gflops"),
+            "share of peak": figures.get("share_of_peak"),
+            "peak RSS (MB)": figures.get("peak_rss_mb"),
+            "GPU allocated (MB)": figures.get("cuda_max_allocated_mb"),
+            "GPU reserved (MB)": figures.get("cuda_max_reserved_mb"),
+            "trainable params": figures.get("trainable_parameters"),
+            "total params": figures.get("total_parameters"),
+            "cost vs fine-tuning": figures.get("cost_vs_one_fine_tune_epoch"),
+        })
+    if not rows:
+        return None
+    keep = [k for k in rows[0] if any(r.get(k) is not None for r in rows)]  # no GPU: no GPU columns
+    return Section(title="Efficiency", text=EFFICIENCY_TEXT, rows=[{k: r.get(k) for k in keep} for r in rows])
+
+
 def _early_stopping_section(stage: Stage, plot_dir: Path) -> Optional[Section]:
     from obliviate.report import plots
 
@@ -314,6 +355,9 @@ def run_sections(run: Run, plot_dir: Path) -> tuple[list[Section], list[Path]]:
     train_rows, loss_plots = _train_log_plots(run, plot_dir)
     if train_rows or loss_plots:
         sections.append(Section(title="Training", rows=train_rows, plots=loss_plots))
+    efficiency = _efficiency_section(run)
+    if efficiency is not None:
+        sections.append(efficiency)
     for stage in run.stages:
         for section in (_early_stopping_section(stage, plot_dir), _forget_gate_section(stage, plot_dir)):
             if section is not None:

@@ -56,10 +56,20 @@ class UnlearnSection(_Strict):
     train: dict[str, Any] = Field(description="the train section of every unlearning run")
 
 
+class QuestionCaps(_Strict):
+    forget: Optional[int] = Field(gt=0, description="forget questions scored (the first N; also the MIA members)")
+    retain: Optional[int] = Field(gt=0, description="retain questions scored (the first N of the retain authors)")
+    real_authors: Optional[int] = Field(gt=0, description="real-authors questions scored (first N)")
+    world_facts: Optional[int] = Field(gt=0, description="world-facts questions scored (first N)")
+
+
 class EvalSection(_Strict):
     batch_size: int = Field(gt=0, description="rows per forward pass")
+    max_questions: QuestionCaps = Field(description="questions scored per split; null = all")
     max_new_tokens: int = Field(gt=0, description="greedy answer length for ROUGE")
     mia: bool = Field(description="run the membership-inference suite too")
+    mia_reference: bool = Field(description="the reference-model attack with the recipe's base model (never fine-tuned "
+                                            "on TOFU) as the reference")
 
 
 class TofuRecipe(_Strict):
@@ -244,10 +254,12 @@ def tofu_data(recipe: TofuRecipe, forget_split: str):
     models were trained on (the others are questions neither the full nor the retain model saw)."""
     from dataclasses import replace
 
-    from obliviate.data.tofu import load_tofu
+    from obliviate.data.tofu import keep_retain_authors, load_tofu
 
-    data = load_tofu(str(tofu_folder(recipe)), forget_split)
-    return replace(data, retain=data.retain[: recipe.retain_authors * QUESTIONS_PER_AUTHOR])
+    data = keep_retain_authors(load_tofu(str(tofu_folder(recipe)), forget_split), recipe.retain_authors)
+    caps = recipe.eval.max_questions
+    return replace(data, forget=data.forget[: caps.forget], retain=data.retain[: caps.retain],
+                   real_authors=data.real_authors[: caps.real_authors], world_facts=data.world_facts[: caps.world_facts])
 
 
 def unlearn_config(recipe: TofuRecipe, out: Path, method: str, forget_split: str) -> Any:
@@ -298,10 +310,18 @@ def measure(run_dir: Path, recipe: TofuRecipe, forget_split: str, *, model=None,
     figures = {"tofu": result["metrics"]["summary"], "seconds": {"tofu": result.get("seconds")}}
     if recipe.eval.mia:
         out = run_dir.parent
-        forget = [(r["prompt"], r["response"]) for r in _read_pairs(out / "data" / f"forget-{forget_split}.jsonl")]
+        # members: the forget questions the TOFU suite scores; as many non-members from the holdout split
+        cap = recipe.eval.max_questions.forget
+        forget = [(r["prompt"], r["response"]) for r in _read_pairs(out / "data" / f"forget-{forget_split}.jsonl")][:cap]
         holdout = [(r["prompt"], r["response"]) for r in _read_pairs(out / "data" / f"holdout-{forget_split}.jsonl")]
+        holdout = holdout[: len(forget)]
         mia_reference = (retain_dir / "eval" / f"mia_{tag}.json") if retain_dir is not None else None
+        reference_model = reference_tokenizer = None
+        if recipe.eval.mia_reference:
+            reference_model, reference_tokenizer = load_trained(recipe.model or DEFAULT_MODEL)
         mia = evaluate_mia(model, tokenizer, forget, holdout, retain_reference=mia_reference,
+                           reference_model=reference_model, reference_tokenizer=reference_tokenizer,
+                           reference_name=recipe.model or DEFAULT_MODEL,
                            batch_size=recipe.eval.batch_size, template=template, model_name=str(run_dir))
         write_mia_results(mia, run_dir, tag)
         figures["mia"] = mia["metrics"]["summary"]
@@ -354,39 +374,42 @@ def run_benchmark(
     manifest = build_reference_models(out, recipe, overwrite=overwrite, progress=progress, log=log)
     rows: list[dict[str, Any]] = []
 
-    def evaluated(run_dir: Path, split: str, role: str, method: Optional[str], retain_dir: Optional[Path], **kw) -> None:
+    def evaluated(run_dir: Path, split: str, role: str, method: Optional[str], retain_dir: Optional[Path],
+                  fresh: bool = False) -> bool:
+        """Measure (or read back) one model's figures; True when they were measured now."""
         suites = ("tofu", "mia") if recipe.eval.mia else ("tofu",)
         t = time.perf_counter()
-        if _done(run_dir, split, suites) and not overwrite and "model" not in kw:
+        measured = overwrite or fresh or not _done(run_dir, split, suites)
+        if measured:
+            figures = measure(run_dir, recipe, split, retain_dir=retain_dir, log=log)
+        else:
             figures = {suite: json.loads((run_dir / "eval" / f"{suite}_{split}.json").read_text())["metrics"]["summary"]
                        for suite in suites}
             log(f"  {run_dir.name} on {split}: kept")
-        else:
-            figures = measure(run_dir, recipe, split, retain_dir=retain_dir, log=log, **kw)
         figures.pop("seconds", None)
         rows.append({"split": split, "run": run_dir.name, "role": role, "method": method,
                      "eval_seconds": round(time.perf_counter() - t, 1), **figures})
+        return measured
 
     for split in recipe.forget_splits:
         retain_dir = out / f"retain-{split}"
         log(f"{split}: reference models")
-        evaluated(retain_dir, split, "retain", None, None)
-        evaluated(out / "full", split, "full", None, retain_dir)
+        # New retain figures make every comparison with the old ones stale.
+        remeasure = evaluated(retain_dir, split, "retain", None, None)
+        evaluated(out / "full", split, "full", None, retain_dir, fresh=remeasure)
         for name in chosen:
             run_dir = out / f"{name}-{split}"
             finished = (run_dir / "train_summary.json").is_file() and (run_dir / "model").is_dir()
-            kw: dict[str, Any] = {}
             t = time.perf_counter()
-            if overwrite or not finished:
+            fresh = overwrite or not finished
+            if fresh:
                 log(f"{split}: unlearning with {name}")
-                result = run_training(unlearn_config(recipe, out, name, split), run_dir, overwrite=True,
-                                      progress=progress, log=lambda m: None)
-                if result.model is not None:
-                    from obliviate.models.loading import load_tokenizer
-
-                    kw = {"model": result.model, "tokenizer": load_tokenizer(str(out / "full" / "model"))}
+                run_training(unlearn_config(recipe, out, name, split), run_dir, overwrite=True, progress=progress,
+                             log=lambda m: None)
             train_seconds = round(time.perf_counter() - t, 1)
-            evaluated(run_dir, split, "unlearned", name, retain_dir, **kw)
+            # Every model is measured as loaded from its folder, so an attack that reads the
+            # trainable weights (gradnorm) sees the same set for the reference and unlearned models.
+            evaluated(run_dir, split, "unlearned", name, retain_dir, fresh=fresh or remeasure)
             rows[-1]["train_seconds"] = train_seconds
     summary = {"benchmark": "tofu", "manifest": manifest, "methods": chosen, "rows": rows,
                "seconds": round(time.perf_counter() - started, 1)}

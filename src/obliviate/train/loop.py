@@ -32,10 +32,11 @@ from obliviate.data.loaders import load_spec
 from obliviate.errors import StorageError, TrainingDiverged, UserError
 from obliviate.io import append_jsonl, atomic_write_json, atomic_write_text
 from obliviate.methods import build_method
-from obliviate.methods.base import BatchContext, Method, Reference
-from obliviate.models.hardware import choose_precision
+from obliviate.methods.base import BatchContext, Method
+from obliviate.models.hardware import choose_precision, measure_matmul_gflops
 from obliviate.models.loading import adapter_weights_file, quiet_peft, refusing_pickles
 from obliviate.train import checkpoint as ckpt
+from obliviate.train import efficiency
 from obliviate.train.run_dir import check_run_dir, config_inputs, environment, prepare_run_dir, release_run_dir
 from obliviate.train.run_lock import lock_depth
 
@@ -360,7 +361,7 @@ def _run_training(
     # per process when it wraps it).
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
-    reference = Reference(model, frozen) if method.needs_reference else None
+    reference = efficiency.CountingReference(model, frozen) if method.needs_reference else None
     # run_dir: where a method caches fixed reference quantities; base_dir: what relative paths in
     # its options are taken from (the config file's folder).
     context = {
@@ -405,9 +406,16 @@ def _run_training(
                 environment(seed, choose_precision(config.train.precision), {"processes": world, "lora": use_lora}),
             )
 
+    # Measured before the clock starts: the matmul peak the run's throughput is shown beside.
+    peak_dtype = torch.bfloat16 if choose_precision(config.train.precision) == "bf16" else torch.float32
+    peak_for = efficiency.peak_seconds()
+    peak_gflops = measure_matmul_gflops(peak_dtype, seconds=peak_for) if is_main and peak_for > 0 else None
+    parameter_counts = efficiency.count_parameters(unwrapped)  # before on_train_end may merge or change it
+    if reference is not None:
+        reference.tokens = 0  # only the reference forwards of training steps, not those a method's setup cached
     progress_bar = _progress(progress and is_main, steps, start_step)
     stop_reason = "max_steps"
-    tokens_total, started = 0, time.perf_counter()
+    tokens_total, padded_total, started = 0, 0, time.perf_counter()
     batch_size, accum = config.train.batch_size, config.train.grad_accum
     rank = accelerator.process_index
     step = start_step
@@ -423,6 +431,7 @@ def _run_training(
                 )
                 batch = {name: encoder.batch(examples, accelerator.device) for name, examples in groups.items() if examples}
                 step_tokens += sum(int(b["attention_mask"].sum()) for b in batch.values())
+                padded_total += sum(b["input_ids"].numel() for b in batch.values())
                 sync = micro == accum - 1
                 with (accelerator.no_sync(model) if not sync and world > 1 else _null()):
                     if world == 1 and type(method).terms is not Method.terms:
@@ -486,6 +495,8 @@ def _run_training(
             progress_bar[0].stop()
 
     seconds = time.perf_counter() - started
+    counted = torch.tensor([padded_total, reference.tokens if reference is not None else 0], device=accelerator.device)
+    padded_total, reference_tokens = (int(v) for v in accelerator.reduce(counted, "sum").tolist())
     method.on_train_end(unwrapped)  # every process, so the returned model is the saved one
     accelerator.wait_for_everyone()
     model_dir = None
@@ -505,6 +516,14 @@ def _run_training(
         }
         if salient is not None:
             summary["saliency"] = salient.summary()
+        summary["efficiency"] = efficiency.efficiency_block(
+            seconds=seconds, steps_run=step - start_step, trained_tokens=tokens_total, padded_tokens=padded_total,
+            reference_tokens=reference_tokens, counts=parameter_counts,
+            recompute=config.train.gradient_checkpointing,
+            forget_set_tokens=sum(len(encoder.encode(e).input_ids) for e in data.forget),
+            peak_gflops=peak_gflops, peak_dtype=str(peak_dtype).removeprefix("torch."), processes=world,
+            memory=efficiency.memory_figures(),
+        )
         with storing("train_summary.json", run_dir):
             atomic_write_json(run_dir / "train_summary.json", summary)
     accelerator.wait_for_everyone()
