@@ -45,7 +45,7 @@ def fake_tofu(folder: Path) -> Path:
 
 
 def _recipe(tofu: Path, model: Path, *extra: str):
-    return load_tofu_recipe(None, [f"model={model}", "retain_authors=1", "finetune.train.epochs=1",
+    return load_tofu_recipe(None, [f"model={model}", "forget_splits=[forget01, forget05]", "retain_authors=1", "finetune.train.epochs=1",
                                    "finetune.train.batch_size=8", "finetune.data.max_length=128", *extra], tofu_dir=tofu)
 
 
@@ -150,3 +150,15 @@ def test_run_benchmark_checks_methods_before_training(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="unknown method 'gaa'"):
         run_benchmark(tmp_path / "b", recipe, methods=["gaa"], progress=False, log=lambda m: None)
     assert not (tmp_path / "b").exists()
+
+
+def test_changed_data_rebuilds_the_models_trained_on_it(tmp_path, tiny_model_dir):
+    tofu = fake_tofu(tmp_path / "tofu")
+    build_reference_models(tmp_path / "b", _recipe(tofu, tiny_model_dir, "forget_splits=[forget01]"),
+                           progress=False, log=lambda m: None)
+    (tmp_path / "b" / "full" / "eval").mkdir()
+    logs: list[str] = []
+    # forget05 as well: the full model's set grows, forget01's retain model's set too
+    build_reference_models(tmp_path / "b", _recipe(tofu, tiny_model_dir), progress=False, log=logs.append)
+    assert not any("kept" in line for line in logs)
+    assert not (tmp_path / "b" / "full" / "eval").exists()  # figures of the replaced model are gone

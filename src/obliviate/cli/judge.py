@@ -63,10 +63,25 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of the solver."),
     use_prompt: bool = typer.Option(False, "--use-prompt", help="Classify prompt and response together (default: the response alone)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing classifier folder."),
+    arch: str = typer.Option(
+        "tfidf", "--arch",
+        help="tfidf: TF-IDF + logistic regression (seconds); encoder: fine-tune a BERT-class encoder "
+             "(minutes; always reads prompt and response as a pair).",
+    ),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="Encoder only: passes over the training rows."),
+    base: Optional[Path] = typer.Option(
+        None, "--base", help="Encoder only: BERT-class folder to fine-tune (default all-MiniLM-L6-v2 from its PyPI wheel)."
+    ),
+    max_length: int = typer.Option(256, "--max-length", min=8, help="Encoder only: tokens of prompt + response kept."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Encoder only: rows per optimiser step."),
+    lr: float = typer.Option(5e-5, "--lr", help="Encoder only: AdamW learning rate."),
 ) -> None:
-    """Train the TF-IDF + logistic-regression harmfulness classifier and save it to OUT."""
+    """Train a harmfulness classifier (TF-IDF + logistic regression, or a fine-tuned encoder) and save it to OUT."""
     from obliviate.judges.classifier import classifier_input, train_classifier
     from obliviate.judges.labeled import load_labeled
+
+    if arch not in ("tfidf", "encoder"):
+        raise UserError(f"--arch is '{arch}'; use tfidf or encoder")
 
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} exists and is not empty; pass --force to replace it or choose another --out")
@@ -89,14 +104,34 @@ def train_command(
         train_idx, test_idx = train_test_split(
             train_idx, test_size=holdout, random_state=seed, stratify=labels
         )
-    classifier = train_classifier([texts[i] for i in train_idx], [labels[i] for i in train_idx],
-                                  use_prompt=use_prompt, seed=seed)
+    if arch == "encoder":
+        from obliviate.judges.encoder import train_encoder
+
+        encoder = train_encoder(
+            [items[i].prompt for i in train_idx], [items[i].response for i in train_idx], [labels[i] for i in train_idx],
+            base=base, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, log=typer.echo,
+        )
+
+        def predict(idx: list[int]) -> list[int]:
+            return encoder.predict([items[i].prompt for i in idx], [items[i].response for i in idx]).tolist()
+    else:
+        classifier = train_classifier([texts[i] for i in train_idx], [labels[i] for i in train_idx],
+                                      use_prompt=use_prompt, seed=seed)
+
+        def predict(idx: list[int]) -> list[int]:
+            return classifier.predict([texts[i] for i in idx]).tolist()
     typer.echo(f"trained on {len(train_idx)} rows ({sum(labels[i] for i in train_idx)} harmful)")
+    holdout_scores = None
     if test_idx:
-        predicted = classifier.predict([texts[i] for i in test_idx]).tolist()
-        _print_scores(f"held-out split: {len(test_idx)} rows", binary_scores([labels[i] for i in test_idx], predicted))
-    classifier.save(out)
-    typer.echo(f"saved -> {out}  (use it as --judge classifier:{out})")
+        holdout_scores = binary_scores([labels[i] for i in test_idx], predict(test_idx))
+        _print_scores(f"held-out split: {len(test_idx)} rows", holdout_scores)
+    if arch == "encoder":
+        encoder.training.update(data=str(data), holdout_rows=len(test_idx), holdout=holdout_scores)
+        encoder.save(out)
+        typer.echo(f"saved -> {out}  (use it as --judge encoder:{out})")
+    else:
+        classifier.save(out)
+        typer.echo(f"saved -> {out}  (use it as --judge classifier:{out})")
 
 
 @app.command("eval")
@@ -104,7 +139,7 @@ def eval_command(
     data: Path = typer.Option(..., "--data", help="Labelled file: text (or prompt+response) and label 0/1 (or harmful true/false)."),
     judges: List[str] = typer.Option(
         ..., "--judge",
-        help="Judge spec: refusal | classifier:DIR | llm[:MODEL] | llm:http://HOST/v1,model=NAME,key_env=VAR. Give twice to compare.",
+        help="Judge spec: refusal | classifier:DIR | encoder:DIR | llm[:MODEL] | llm:http://HOST/v1,model=NAME,key_env=VAR. Give twice to compare.",
     ),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Keep verdicts on disk here and reuse them."),
 ) -> None:

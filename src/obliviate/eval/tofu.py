@@ -65,21 +65,21 @@ def _score_all(model, tokenizer, splits: dict[str, list[TofuItem]], batch_size: 
     """Mean token log-probability of every candidate answer of every item, in one batched call.
 
     Returns ``{split: [(answer, correct, [perturbed...]) per item]}`` of mean log-probabilities."""
-    prompts: list[str] = []
-    responses: list[str] = []
+    # Each distinct (question, answer) pair is scored once: on real-authors and world-facts the
+    # "correct" side of the truth ratio is the answer itself, and scoring is most of the suite's time.
+    pairs: dict[tuple[str, str], int] = {}
+    wanted: dict[str, list[list[int]]] = {}
     for split, items in splits.items():
+        wanted[split] = []
         for item in items:
             correct, perturbed = _candidates(split, item)
-            for response in (item.answer, correct, *perturbed):
-                prompts.append(item.question)
-                responses.append(response)
-    scores = iter(s.mean for s in score_loglik(model, tokenizer, prompts, responses, batch_size=batch_size, template=template))
+            wanted[split].append([pairs.setdefault((item.question, r), len(pairs)) for r in (item.answer, correct, *perturbed)])
+    unique = list(pairs)
+    means = [s.mean for s in score_loglik(model, tokenizer, [q for q, _ in unique], [r for _, r in unique],
+                                          batch_size=batch_size, template=template)]
     out: dict[str, list[tuple[float, float, list[float]]]] = {}
-    for split, items in splits.items():
-        out[split] = []
-        for item in items:
-            answer, correct = next(scores), next(scores)
-            out[split].append((answer, correct, [next(scores) for _ in item.perturbed_answers]))
+    for split, rows in wanted.items():
+        out[split] = [(means[row[0]], means[row[1]], [means[i] for i in row[2:]]) for row in rows]
     return out
 
 

@@ -4,6 +4,7 @@ Spec strings (the CLI's ``--judge``):
 
 * ``refusal``
 * ``classifier:DIR`` (a folder written by ``obliviate judge train``)
+* ``encoder:DIR`` (a fine-tuned BERT-class classifier, ``obliviate judge train --arch encoder``)
 * ``llm`` or ``llm:MODEL``: a local causal LM (alias, folder, .gguf file or hub id; default model
   when omitted)
 * ``llm:http://HOST:PORT/v1,model=NAME,key_env=VAR``: an OpenAI-compatible endpoint
@@ -22,7 +23,7 @@ from typing import Any, Callable
 from obliviate.errors import UserError
 from obliviate.judges.base import Judge
 
-JUDGE_NAMES = ("refusal", "classifier", "llm", "reference", "privacy")
+JUDGE_NAMES = ("refusal", "classifier", "encoder", "llm", "reference", "privacy")
 
 
 def _make_refusal(**options: Any) -> Judge:
@@ -35,6 +36,12 @@ def _make_classifier(**options: Any) -> Judge:
     from obliviate.judges.classifier import ClassifierJudge
 
     return ClassifierJudge(**options)
+
+
+def _make_encoder(**options: Any) -> Judge:
+    from obliviate.judges.encoder import EncoderJudge
+
+    return EncoderJudge(**options)
 
 
 def _make_llm(**options: Any) -> Judge:
@@ -68,6 +75,7 @@ def _make_privacy(**options: Any) -> Judge:
 _FACTORIES: dict[str, Callable[..., Judge]] = {
     "refusal": _make_refusal,
     "classifier": _make_classifier,
+    "encoder": _make_encoder,
     "llm": _make_llm,
     "reference": _make_reference,
     "privacy": _make_privacy,
@@ -98,6 +106,7 @@ def get_judge(name: str, **options: Any) -> Judge:
 
     ``refusal``: options of :class:`RefusalJudge` (window, check_degenerate, cache_dir).
     ``classifier``: ``path=DIR`` or ``classifier=HarmClassifier``.
+    ``encoder``: ``path=DIR`` or ``classifier=EncoderClassifier``.
     ``llm``: ``model=..., tokenizer=...`` (objects) or ``model="path or alias"`` for a local LM;
     ``base_url=..., model="name", api_key_env="VAR"`` for an endpoint.
     """
@@ -138,11 +147,11 @@ def parse_judge_spec(spec: str) -> tuple[str, dict[str, Any]]:
     name = name.strip()
     if name not in _FACTORIES:
         raise UserError(f"judge spec '{spec}': unknown judge '{name}'; known judges: {', '.join(available_judges())}")
-    if name == "classifier":
+    if name in ("classifier", "encoder"):
         if not target:
-            raise UserError(f"judge spec '{spec}': give the classifier folder as classifier:DIR")
+            raise UserError(f"judge spec '{spec}': give the {name} folder as {name}:DIR")
         if not Path(target).is_dir():
-            raise UserError(f"judge spec '{spec}': classifier folder {target} does not exist")
+            raise UserError(f"judge spec '{spec}': {name} folder {target} does not exist")
         options["path"] = target
     elif name == "llm" and target:
         if target.startswith(("http://", "https://")):

@@ -1,4 +1,4 @@
-"""What the machine can do: compute precision choice and a measured matmul peak.
+"""What the machine can do: compute precision choice (measured: ``precision_probe``) and a matmul peak.
 
 Throughput is always reported beside the matmul peak measured in the same run, because CPUs of
 the same kind differ several-fold (an AMX Xeon runs bf16 matmuls ~5x faster than fp32; an EPYC
@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import time
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -45,13 +46,15 @@ def native_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
-def choose_precision(requested: str = "auto") -> str:
-    """Accelerate's ``mixed_precision`` value: 'bf16' (autocast, fp32 master weights) or 'no'."""
-    if requested == "fp32":
-        return "no"
-    if requested == "bf16":
-        return "bf16"
-    return "bf16" if native_bf16() else "no"
+def choose_precision(requested: str = "auto", model_config: Any = None) -> str:
+    """Accelerate's ``mixed_precision`` value: 'bf16' (autocast, fp32 master weights) or 'no'.
+
+    ``auto`` on a CPU is measured, not read from the flags (``precision_probe``), for the
+    shapes of ``model_config`` (the default model's without one).
+    """
+    from obliviate.models.precision_probe import precision_choice
+
+    return precision_choice(requested, model_config).mixed
 
 
 def device_name() -> str:

@@ -105,6 +105,11 @@ def run_meta(run: Run) -> dict[str, Any]:
         meta["forget set"] = f"{summary['forget_set_size']} flagged dialogues"
     if number(summary.get("unseen_harmful_reduction")) is not None:
         meta["unseen harmful-rate reduction"] = f"{100 * summary['unseen_harmful_reduction']:.0f}%"
+    effect = summary.get("effectiveness")
+    if isinstance(effect, dict) and "value" in effect:  # E of arXiv 2405.15152, under the judge it names
+        value = number(effect.get("value"))
+        meta["effectiveness E"] = (f"{value:.2f}" if value is not None else "undefined (no harmful answer before)") + (
+            f" (arXiv 2405.15152; judge {effect.get('judge')})")
     if summary.get("book"):
         meta["book"] = summary["book"]
     if number(summary.get("seconds_total")) is not None:

@@ -133,7 +133,23 @@ def headline_rows(run: Run, suite: str) -> list[dict[str, Any]]:
         if suite == "harmful":
             row["note"] = note
         rows.append(row)
+    if suite == "harmful" and before and after:
+        rows.extend(_effectiveness_row(run, tags, before, after))
     return rows
+
+
+def _effectiveness_row(run: Run, tags: list[str], before: str, after: str) -> list[dict[str, Any]]:
+    """E of arXiv 2405.15152 on the held-out harmful prompts, from the judge's verdicts before and
+    after; no row when the pair lacks them or they are not the same prompts."""
+    from obliviate.judges.effectiveness_score import effectiveness_from_verdicts
+
+    old, new = items(run, "harmful", before, "unseen"), items(run, "harmful", after, "unseen")
+    if not old or [r.get("prompt") for r in old] != [r.get("prompt") for r in new]:
+        return []
+    value = effectiveness_from_verdicts([bool(r.get("harmful")) for r in old], [bool(r.get("harmful")) for r in new])
+    judge = run.evals["harmful"][after].get("judge") or "the suite's judge"
+    return [{"metric": "effectiveness E", "split": "unseen", **{tag: None for tag in tags}, after: value,
+             "note": f"(Acc_before − Acc_after) / Acc_before, arXiv 2405.15152; judge {judge}"}]
 
 
 def all_figures_rows(run: Run, suite: str) -> list[dict[str, Any]]:

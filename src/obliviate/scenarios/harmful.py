@@ -37,7 +37,7 @@ from obliviate.eval.harmful import (
     write_harmful_results,
 )
 from obliviate.io import atomic_write_json, read_jsonl, write_jsonl
-from obliviate.judges import get_judge
+from obliviate.judges import effectiveness_summary, get_judge
 from obliviate.metrics.change import relative_drop
 from obliviate.models.generation import generate
 from obliviate.report.suites import HARMFUL_HEADLINE
@@ -538,9 +538,15 @@ def summarise(before: dict, after: dict, options: HarmfulRecipe, *, flagged: int
 
     for metric, split, key, note in HARMFUL_HEADLINE:  # the rows the report shows, in its order
         row(metric, split, key, note)
+    # E of arXiv 2405.15152 under the demo's judge, from its verdicts on the held-out harmful prompts.
+    effect = effectiveness_summary([bool(r["harmful"]) for r in before["items"].get("unseen", [])],
+                                   [bool(r["harmful"]) for r in after["items"].get("unseen", [])], after["judge"])
+    rows.append({"metric": "effectiveness E", "split": "unseen", "before": None, "after": effect["value"],
+                 "note": f"(Acc_before − Acc_after) / Acc_before, arXiv 2405.15152; judge {after['judge']}"})
     headline = relative_drop(b["unseen"]["harmful_rate"], a["unseen"]["harmful_rate"])
     return {
         "judge": after["judge"],
+        "effectiveness": effect,
         "options": options.model_dump(mode="json"),
         "protocol": after.get("protocol"),
         "evaluated_on": options.evaluate_on,

@@ -26,6 +26,7 @@ method of the recipe into ``<method>-<split>/``, and writes a comparison report.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -211,8 +212,13 @@ def build_reference_models(
         raise UserError(f"{out}: a folder with other files; the TOFU benchmark writes data/, full/, retain-*/ and "
                         f"{MANIFEST} into a new or empty folder (or one it built before)")
     out.mkdir(parents=True, exist_ok=True)
+    changed = set()
     for name, pairs in rows.items():
-        write_jsonl(out / "data" / f"{name}.jsonl", pairs)
+        path = out / "data" / f"{name}.jsonl"
+        before = path.read_bytes() if path.is_file() else None
+        write_jsonl(path, pairs)
+        if path.read_bytes() != before:
+            changed.add(name)  # a model trained on the old file is stale
     manifest: dict[str, Any] = {
         "benchmark": "tofu", "tofu_dir": str(recipe.tofu_dir), "forget_splits": recipe.forget_splits,
         "retain_authors": recipe.retain_authors, "sizes": {name: len(pairs) for name, pairs in rows.items()},
@@ -222,7 +228,8 @@ def build_reference_models(
         run_dir = out / run_name
         model_dir = run_dir / "model"
         manifest["models"][run_name] = str(model_dir)
-        if (model_dir / "config.json").is_file() and (run_dir / "train_summary.json").is_file() and not overwrite:
+        if ((model_dir / "config.json").is_file() and (run_dir / "train_summary.json").is_file()
+                and data_name not in changed and not overwrite):
             log(f"{run_name}: kept (already fine-tuned; --overwrite rebuilds it)")
             continue
         config = load_config(None, [], data=finetune_overrides(recipe, out / "data" / f"{data_name}.jsonl"))
@@ -230,6 +237,9 @@ def build_reference_models(
         if "warmup_steps" not in (recipe.finetune.get("train") or {}):
             config.train.warmup_steps = scaled_warmup(total_steps(config, len(rows[data_name]), 1))
         log(f"{run_name}: fine-tuning on {len(rows[data_name])} questions")
+        for stale in ("eval", "generations"):  # figures of a model about to be replaced
+            if (run_dir / stale).is_dir():
+                shutil.rmtree(run_dir / stale)
         started = time.perf_counter()
         run_training(config, run_dir, overwrite=True, progress=progress, log=log)
         manifest["seconds"][run_name] = round(time.perf_counter() - started, 1)

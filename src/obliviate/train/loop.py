@@ -35,6 +35,7 @@ from obliviate.methods import build_method
 from obliviate.methods.base import BatchContext, Method
 from obliviate.models.hardware import choose_precision, measure_matmul_gflops
 from obliviate.models.loading import adapter_weights_file, quiet_peft, refusing_pickles
+from obliviate.models.precision_probe import PrecisionChoice, precision_choice
 from obliviate.train import checkpoint as ckpt
 from obliviate.train import efficiency
 from obliviate.train.run_dir import check_run_dir, config_inputs, environment, prepare_run_dir, release_run_dir
@@ -292,8 +293,11 @@ def _run_training(
     run_dir = Path(run_dir)
     if resume:
         _check_resume_config(run_dir, config)
-    accelerator = make_accelerator(config.train.precision)
-    is_main = accelerator.is_main_process
+    # The accelerator waits for the model: ``precision: auto`` times the model's own shapes.
+    # Until then the process state alone says which process is the main one.
+    from accelerate import PartialState
+
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     seed = config.train.seed
     adapter_start = adapter_folder(config.train.lora.init_from) if config.train.lora.enabled else None
     if is_main:  # the folder is checked before any model loads
@@ -302,6 +306,8 @@ def _run_training(
         from obliviate.models.loading import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code)
+    precision = precision_choice(config.train.precision, getattr(model, "config", None))
+    accelerator = make_accelerator(precision)
     if is_main:
         prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
         if on_run_dir is not None:
@@ -403,11 +409,12 @@ def _run_training(
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
             atomic_write_json(
                 run_dir / "env.json",
-                environment(seed, choose_precision(config.train.precision), {"processes": world, "lora": use_lora}),
+                environment(seed, precision.mixed,
+                            {"processes": world, "lora": use_lora, "precision_choice": precision.record}),
             )
 
     # Measured before the clock starts: the matmul peak the run's throughput is shown beside.
-    peak_dtype = torch.bfloat16 if choose_precision(config.train.precision) == "bf16" else torch.float32
+    peak_dtype = torch.bfloat16 if precision.mixed == "bf16" else torch.float32
     peak_for = efficiency.peak_seconds()
     peak_gflops = measure_matmul_gflops(peak_dtype, seconds=peak_for) if is_main and peak_for > 0 else None
     parameter_counts = efficiency.count_parameters(unwrapped)  # before on_train_end may merge or change it
@@ -558,8 +565,9 @@ def _micro_batch(
     return {name: rows[rank::world] if rows else rows for name, rows in groups.items()}
 
 
-def make_accelerator(precision: str = "auto"):
-    """An ``Accelerator`` with ``precision`` ('auto', 'fp32' or 'bf16', see ``choose_precision``).
+def make_accelerator(precision: str | PrecisionChoice = "auto"):
+    """An ``Accelerator`` with ``precision`` ('auto', 'fp32' or 'bf16', see ``choose_precision``;
+    or a choice already made).
 
     accelerate keeps one state per process and silently reuses the first run's mixed precision
     (or refuses another). A single process that trains twice (a demo that fine-tunes then
@@ -569,7 +577,7 @@ def make_accelerator(precision: str = "auto"):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    mixed = choose_precision(precision)
+    mixed = precision.mixed if isinstance(precision, PrecisionChoice) else choose_precision(precision)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") != mixed and not distributed:
