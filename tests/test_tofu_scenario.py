@@ -141,6 +141,12 @@ def test_run_benchmark_measures_every_model_against_its_retain_model(tmp_path, t
     # a second run keeps every finished piece and gives the same figures
     again = run_benchmark(tmp_path / "b", recipe, methods=["ga", "grad_diff"], progress=False, log=lambda m: None)
     assert [r["tofu"] for r in again["rows"]] == [r["tofu"] for r in summary["rows"]]
+    # a changed unlearning setting retrains the methods, not the reference models
+    logs: list[str] = []
+    changed = _recipe(tmp_path / "tofu", tiny_model_dir, "forget_splits=[forget01]", "unlearn.train.max_steps=3",
+                      "eval.max_new_tokens=4", "eval.batch_size=8", "eval.max_questions.retain=5")
+    run_benchmark(tmp_path / "b", changed, methods=["ga"], progress=False, log=logs.append)
+    assert "forget01: unlearning with ga" in logs and "  full on forget01: kept" in logs
 
 
 def test_run_benchmark_checks_methods_before_training(tmp_path, tiny_model_dir):

@@ -409,13 +409,15 @@ def run_benchmark(
         evaluated(out / "full", split, "full", None, retain_dir, fresh=remeasure)
         for name in chosen:
             run_dir = out / f"{name}-{split}"
-            finished = (run_dir / "train_summary.json").is_file() and (run_dir / "model").is_dir()
+            config = unlearn_config(recipe, out, name, split)
+            # kept only when finished with the same settings (a changed recipe retrains it)
+            finished = ((run_dir / "train_summary.json").is_file() and (run_dir / "model").is_dir()
+                        and (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text() == config.to_yaml())
             t = time.perf_counter()
             fresh = overwrite or not finished
             if fresh:
                 log(f"{split}: unlearning with {name}")
-                run_training(unlearn_config(recipe, out, name, split), run_dir, overwrite=True, progress=progress,
-                             log=lambda m: None)
+                run_training(config, run_dir, overwrite=True, progress=progress, log=lambda m: None)
             train_seconds = round(time.perf_counter() - t, 1)
             # Every model is measured as loaded from its folder, so an attack that reads the
             # trainable weights (gradnorm) sees the same set for the reference and unlearned models.
