@@ -297,3 +297,12 @@ def test_tag_picks_one_evaluation_of_runs_evaluated_once_per_forget_split(tmp_pa
     result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out), "--tag", "forget10"])
     message = str(result.exception)
     assert result.exit_code != 0 and "--tag forget10" in message and "forget05" in message and "\n" not in message
+
+
+def test_the_retain_model_is_plotted_at_forget_quality_one(tmp_path):
+    from obliviate.report.benchmark_sections import quality_utility_points
+
+    retain = make_benchmark_run(tmp_path, "retain-forget01", quality=None, utility=0.5, auc=0.5, privleak=None)
+    other = make_benchmark_run(tmp_path, "npo-forget01", quality=None, utility=0.4, auc=0.6, privleak=None)
+    points = quality_utility_points([collect_run(retain), collect_run(other)], ["retain-forget01", "npo-forget01"])
+    assert [p["forget_quality"] for p in points] == [1.0, None]  # the reference by definition; no reference: not plotted

@@ -540,8 +540,11 @@ def quality_utility_points(runs: Sequence[Run], names: Sequence[str]) -> list[di
         if "tofu" not in run.evals:
             continue
         tag = run.final_tag("tofu")
-        points.append({"label": name, "role": run_role(run),
-                       "forget_quality": metric(run, "tofu", tag, "summary", "forget_quality"),
+        role = run_role(run)
+        quality = metric(run, "tofu", tag, "summary", "forget_quality")
+        if quality is None and role == "retain":
+            quality = 1.0  # the retain model is the reference: its forget quality is 1 by definition
+        points.append({"label": name, "role": role, "forget_quality": quality,
                        "model_utility": metric(run, "tofu", tag, "summary", "model_utility")})
     return points
 
