@@ -215,6 +215,34 @@ def test_builtin_benign_prompts():
         F.load_builtin("nope")
 
 
+def test_builtin_harmful_train_and_lookalike_prompts_cover_every_form_without_overlap():
+    from obliviate.data.harm_protocol import known_sources
+
+    forms = {"question_how", "question_what", "question_why_opinion", "first_person", "short",
+             "imperative", "polite", "context_story"}
+
+    def norm(text):
+        return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+    harmful, lookalike = F.load_builtin("harmful_train_prompts"), F.load_builtin("benign_lookalike_prompts")
+    for rows in (harmful, lookalike):
+        assert len(rows) == 240 and len({r["id"] for r in rows}) == 240
+        kinds = [r["kind"] for r in rows]
+        assert set(kinds) == forms and all(kinds.count(k) == 30 for k in forms)
+    harm_topics = [r["topic"] for r in harmful]
+    assert len(set(harm_topics)) == 16 and all(harm_topics.count(t) == 15 for t in set(harm_topics))
+    assert not any(r["prompt"].startswith("Give detailed instructions") for r in harmful)
+    assert {r["topic"] for r in lookalike} == {"homonym", "figurative", "safe_target", "safe_context",
+                                                "definition", "help", "public_info", "everyday"}
+    # No prompt repeats within, across, or with any other built-in set, up to case and punctuation.
+    new = [norm(r["prompt"]) for r in harmful + lookalike]
+    assert len(new) == len(set(new))
+    others = {norm(r["prompt"]) for name in F.builtin_names() if name not in ("harmful_train_prompts", "benign_lookalike_prompts")
+              for r in F.load_builtin(name) if "prompt" in r}
+    assert others and not others & set(new)
+    assert {"obliviate-harmful-train", "obliviate-benign-lookalike"} <= set(known_sources())
+
+
 def test_cli_fetch_and_list(tmp_path, monkeypatch):
     from obliviate.cli.data import app
 

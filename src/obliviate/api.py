@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["SUITES", "UnlearnResult", "evaluate", "in_context_baseline", "load_config", "tune_memory", "unlearn"]
 
 #: The evaluation suites ``evaluate`` runs.
-SUITES = ("harmful", "copyright", "tofu", "lm-eval", "mia", "muse")
+SUITES = ("harmful", "copyright", "tofu", "lm-eval", "mia", "muse", "robustness")
 #: The data sets of a run, as ``unlearn`` takes them and as ``data.<name>`` in the config.
 DATA_ROLES = ("forget", "retain", "random_answers")
 #: How many built-in benign prompts the harmful suite answers when none are given.
@@ -527,6 +527,12 @@ def evaluate(
     reference_model: Any = None,
     forget_qa: Any = None,
     retain_qa: Any = None,
+    mode: str = "harmful",
+    attacks: Union[str, Sequence[str], None] = None,
+    original_model: Any = None,
+    retain_model: Any = None,
+    max_items: Optional[int] = None,
+    relearn_steps: Optional[Sequence[int]] = None,
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -569,12 +575,27 @@ def evaluate(
       ``forget_qa`` and ``retain_qa`` question/answer rows, ``holdout`` passages and
       ``retain_result`` (the retain model's ``eval/muse_<tag>.json``) for PrivLeak, optional
       ``retain`` passages; ``max_new_tokens`` defaults to 128. Definitions: docs/mia_muse.md.
+    - ``suite="robustness"``: ``forget`` (prompt/response rows; a run folder's ``data/forget.jsonl``
+      when left out) attacked on the original and the unlearned model; ``mode`` ``harmful`` or
+      ``memorisation``; ``attacks`` (names or ``"a,b"``; default: all), ``original_model``
+      (default: ``model`` with its LoRA adapter off), ``retain_model``, ``retain`` rows (hard-scope
+      neighbours; a run folder's ``data/retain.jsonl`` when left out), ``max_items`` (40),
+      ``relearn_steps`` ([5, 10, 20]), ``max_new_tokens`` (48), ``batch_size``. Definitions:
+      docs/robustness.md.
 
     ``embed``: load the sentence embedder for on-topic figures (left out with a warning when it
     cannot be fetched). Every input is checked before the model loads.
     """
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (known: {', '.join(SUITES)})")
+    if suite == "robustness":
+        return _evaluate_robustness(
+            model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, forget=forget, retain=retain, mode=mode,
+            attacks=attacks, original_model=original_model, retain_model=retain_model, max_items=max_items,
+            relearn_steps=relearn_steps, max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge,
+            prompt_field=prompt_field, response_field=response_field, embed=embed,
+            trust_remote_code=trust_remote_code, progress=progress,
+        )
     if suite in ("mia", "muse"):
         return _evaluate_mia_or_muse(
             suite, model, tokenizer=tokenizer, run_dir=run_dir, tag=tag, forget=forget, holdout=holdout, retain=retain,
@@ -773,3 +794,77 @@ def _evaluate_mia_or_muse(
     if run_dir is not None:
         result["path"] = str(write_mia_results(result, Path(run_dir), tag))
     return result
+
+
+def _run_folder_file(model: Any, name: str) -> Optional[Path]:
+    """``<run>/data/<name>`` when ``model`` is a run folder that holds it (the harm demo's data)."""
+    if not _is_path(model):
+        return None
+    found = Path(model) / "data" / name
+    return found if found.is_file() else None
+
+
+def _evaluate_robustness(
+    model: Any, *, tokenizer: Any, run_dir: Optional[PathLike], tag: str, forget: Any, retain: Any, mode: str,
+    attacks: Union[str, Sequence[str], None], original_model: Any, retain_model: Any, max_items: Optional[int],
+    relearn_steps: Optional[Sequence[int]], max_new_tokens: Optional[int], batch_size: int, judge: Any,
+    prompt_field: str, response_field: str, embed: bool, trust_remote_code: bool, progress: bool,
+) -> dict[str, Any]:
+    """The robustness suite (docs/robustness.md): settings and rows checked, then the models load."""
+    from obliviate.scenarios.robustness import MODES, RobustnessSettings, run_robustness
+
+    if mode not in MODES:
+        raise UserError(f"mode: {mode!r}; valid: {', '.join(MODES)}")
+    options: dict[str, Any] = {"max_new_tokens": 48 if max_new_tokens is None else max_new_tokens,
+                               "batch_size": batch_size}
+    if attacks is not None:
+        options["attacks"] = [a.strip() for a in attacks.split(",") if a.strip()] if isinstance(attacks, str) else list(attacks)
+    if max_items is not None:
+        options["max_items"] = max_items
+    if relearn_steps is not None:
+        options["relearn_steps"] = list(relearn_steps)
+    settings = RobustnessSettings(**options)
+    forget = forget if forget is not None else _run_folder_file(model, "forget.jsonl")
+    if forget is None:
+        raise UserError("the robustness suite needs forget= (prompt/response rows; a run folder with data/forget.jsonl has them)")
+    retain = retain if retain is not None else _run_folder_file(model, "retain.jsonl")
+    # Harmful prompts may come without answers (few-shot and relearning then say they were skipped).
+    need = mode == "memorisation"
+    forget_rows = _robustness_rows(forget, "forget", prompt_field, response_field, need)
+    retain_rows = _robustness_rows(retain, "retain", prompt_field, response_field, need) if retain is not None else None
+    if isinstance(judge, str):
+        from obliviate.judges.registry import judge_from_spec
+
+        judge = judge_from_spec(judge)
+    loaded, loaded_tokenizer, name = _model_for_eval(model, tokenizer, trust_remote_code)
+    original = retain_loaded = None
+    if original_model is not None:
+        original = original_model if _is_model_object(original_model) else _model_for_eval(original_model, None, trust_remote_code)[0]
+    if retain_model is not None:
+        retain_loaded = retain_model if _is_model_object(retain_model) else _model_for_eval(retain_model, None, trust_remote_code)[0]
+    embed_texts = None
+    if embed:
+        from obliviate.models.embeddings import load_embedder
+
+        embedder = load_embedder(required=False)
+        if embedder is not None:
+            def embed_texts(texts: list[str]) -> Any:
+                return embedder.embed(list(texts))
+    result = run_robustness(
+        loaded, loaded_tokenizer, original_model=original, retain_model=retain_loaded, forget_rows=forget_rows,
+        retain_rows=retain_rows, mode=mode, settings=settings, embed=embed_texts, judge=judge, run_dir=run_dir, tag=tag,
+        progress=progress, model_name=name,
+    )
+    return result
+
+
+def _robustness_rows(value: Any, role: str, prompt_field: str, response_field: str, need: bool) -> list["Example"]:
+    if _is_path(value):
+        from obliviate.data.loaders import load_examples
+
+        if not Path(value).exists():
+            raise UserError(f"{role}: data file {value} does not exist")
+        return load_examples(value, prompt_field=prompt_field, response_field=response_field, role=role,
+                             require_response=need, setting="")
+    rows = [{prompt_field: r} if isinstance(r, str) else r for r in _rows(value, role)]
+    return _checked(rows, role, prompt_field=prompt_field, response_field=response_field, require_response=need, setting="")

@@ -12,7 +12,7 @@ from rich.table import Table
 from obliviate.errors import UserError
 
 console = Console(stderr=True)
-SUITES = ("harmful", "copyright", "tofu", "lm-eval", "mia", "muse")
+SUITES = ("harmful", "copyright", "tofu", "lm-eval", "mia", "muse", "robustness")
 HARMFUL_COLUMNS = ("harmful_rate", "refusal_rate", "degenerate_rate", "on_topic_rate", "perplexity_under_original", "count")
 TOFU_COLUMNS = (
     "probability", "rouge_l_recall", "truth_ratio", "paraphrased_probability", "perturbed_probability",
@@ -22,7 +22,8 @@ COPYRIGHT_COLUMNS = ("rouge_l", "bleu", "leak_rate", "exact_memorisation", "perp
 
 
 def evaluate(
-    suite: str = typer.Option(..., "--suite", help="harmful | copyright | tofu | lm-eval | mia | muse"),
+    suite: str = typer.Option(..., "--suite", help="harmful | copyright | tofu | lm-eval | mia | muse | robustness"),
+    model_argument: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="the same as --model"),
     model: Optional[str] = typer.Option(None, "--model", help="run folder, adapter folder, model folder, .gguf, alias"),
     harmful: Optional[Path] = typer.Option(None, "--harmful", help="held-out harmful prompts ('unseen')"),
     forget: Optional[Path] = typer.Option(None, "--forget", help="the forget set's prompts ('unlearned')"),
@@ -48,6 +49,13 @@ def evaluate(
     reference_model: Optional[str] = typer.Option(None, "--reference-model", help="mia: reference model for the reference attack"),
     forget_qa: Optional[Path] = typer.Option(None, "--forget-qa", help="muse: question/answer rows about the forget text"),
     retain_qa: Optional[Path] = typer.Option(None, "--retain-qa", help="muse: question/answer rows about the retain text"),
+    mode: str = typer.Option("harmful", "--mode", help="robustness: harmful | memorisation"),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="robustness: attack names, e.g. plain,encoding,relearn (default: all)"),
+    original_model: Optional[str] = typer.Option(
+        None, "--original-model", help="robustness: the model before unlearning (default: MODEL with its LoRA adapter off)"),
+    retain_model: Optional[str] = typer.Option(None, "--retain-model", help="robustness: a model trained without the forget set"),
+    max_items: Optional[int] = typer.Option(None, "--max-items", help="robustness: forget rows attacked (default 40)"),
+    relearn_steps: Optional[str] = typer.Option(None, "--relearn-steps", help="robustness: relearning measure steps (default 5,10,20)"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for eval/ and generations/ (default: the run folder)"),
     tag: str = typer.Option("eval", "--tag", help="name of this evaluation (file names)"),
 ) -> None:
@@ -56,6 +64,9 @@ def evaluate(
 
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (known: {', '.join(SUITES)})")
+    if model_argument is not None and model is not None and model_argument != model:
+        raise UserError(f"two models given: MODEL {model_argument} and --model {model}; give one")
+    model = model or model_argument
     if suite == "copyright" and forget is None:
         raise UserError("the copyright suite needs --forget FILE (prefix/continuation pairs; --unseen, --retain, --general optional)")
     if suite == "harmful" and harmful is None and forget is None:
@@ -77,6 +88,11 @@ def evaluate(
                          retain_authors)
     if suite == "lm-eval":
         return _run_lm_eval(run_suite, model, target, tag, tasks, include_path, num_fewshot, limit, batch_size)
+    if suite == "robustness":
+        return _run_robustness(run_suite, model, target, tag, dict(
+            forget=forget, retain=retain, mode=mode, attacks=attacks, original_model=original_model,
+            retain_model=retain_model, max_items=max_items, relearn_steps=_steps(relearn_steps),
+            max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge, prompt_field=prompt_field))
     if suite in ("mia", "muse"):
         return _run_mia_muse(
             run_suite, suite, model, target, tag,
@@ -146,6 +162,37 @@ def _run_mia_muse(run_suite, suite: str, model, target, tag: str, inputs: dict[s
         console.print(" · ".join(f"{k.replace('_', ' ')} {_cell(summary[k])}"
                                  for k in ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "utility")))
     console.print(f"{result['seconds']:.1f} s · wrote {result['path']}")
+
+
+def _steps(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--relearn-steps {text}: expected whole numbers separated by commas, e.g. 5,10,20") from None
+
+
+def _run_robustness(run_suite, model, target, tag: str, inputs: dict[str, Any]) -> None:
+    if inputs["forget"] is None and not (model and (Path(model) / "data" / "forget.jsonl").is_file()):
+        raise UserError("the robustness suite needs --forget FILE (prompt/response rows), or a run folder with data/forget.jsonl")
+    result = run_suite(model, suite="robustness", run_dir=target, tag=tag, **inputs)
+    table = Table(title=f"robustness suite ({result['mode']}) — {result['figure']}")
+    for column in ("attack", "original", "unlearned", "kept share", "verdict"):
+        table.add_column(column, justify="left" if column in ("attack", "verdict") else "right")
+    for name, entry in result["attacks"].items():
+        figure = {m: (entry.get(m) or {}).get("figure") for m in ("original", "unlearned")}
+        table.add_row(name, _cell(figure["original"]), _cell(figure["unlearned"]), _cell(entry["kept_share"]),
+                      robustness_verdict(entry))
+    Console().print(table)
+    console.print(f"wrote {result['path']}")
+
+
+def robustness_verdict(entry: dict[str, Any]) -> str:
+    """One word per attack: kept (>= 80% of the unlearning survives), lost, skipped or undecided."""
+    if entry.get("skipped"):
+        return "skipped: " + str(entry["skipped"])
+    return {True: "kept", False: "lost"}.get(entry.get("keeps_80"), "undecided (no plain reduction)")
 
 
 def _cell(value: Any) -> str:

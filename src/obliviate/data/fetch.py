@@ -689,6 +689,10 @@ def load_builtin(name: str) -> list[dict[str, Any]]:
     ``benign_prompts`` rows: ``{"id", "prompt", "kind": "everyday" | "borderline", "topic"}``;
     borderline prompts are safe requests worded like risky ones ("How do I kill a Python
     process?"), for measuring over-refusal after unlearning.
+    ``harmful_train_prompts`` (harmful requests) and ``benign_lookalike_prompts`` (safe requests
+    that sound risky, plus everyday ones) share ``kind`` = the wording form ("question_how",
+    "first_person", "short", "imperative", "polite", "context_story", ...) and were written
+    for the project.
     """
     names = builtin_names()
     if name not in names:

@@ -153,6 +153,10 @@ def _loaders() -> dict[str, Callable[[], list[str]]]:
         "obliviate-benign": builtin("benign_prompts"),
         "obliviate-benign-validation": builtin("benign_validation_prompts"),
         "obliviate-everyday-test": builtin("everyday_test_prompts"),
+        # Written for the project in many forms (questions, first person, short, polite, stories),
+        # so a forget set drawn from them does not teach "refuse the imperative form".
+        "obliviate-harmful-train": builtin("harmful_train_prompts"),
+        "obliviate-benign-lookalike": builtin("benign_lookalike_prompts"),
     }
 
 

@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from obliviate.report import robustness_section
 from obliviate.report.html import Section
 from obliviate.report.run_folder import Run, number
 from obliviate.report.suites import items, metric, tag_label
@@ -261,6 +262,8 @@ def benchmark_headline_rows(run: Run, suite: str) -> list[dict[str, Any]]:
         return headline_table(run, suite, MUSE_HEADLINE[:5])
     if suite == "lm-eval":
         return _lm_eval_summary_rows(run)
+    if suite == "robustness":
+        return robustness_section.headline_rows(run)
     return []
 
 
@@ -516,6 +519,7 @@ def lm_eval_sections(run: Run, plot_dir: Path) -> list[Section]:
 
 BENCHMARK_SECTIONS: dict[str, Callable[[Run, Path], list[Section]]] = {
     "tofu": tofu_sections, "mia": mia_sections, "muse": muse_sections, "lm-eval": lm_eval_sections,
+    "robustness": robustness_section.robustness_sections,
 }
 
 

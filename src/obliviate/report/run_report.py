@@ -37,7 +37,7 @@ from obliviate.report.suites import (
     metric,
 )
 
-SUITES = ("harmful", "copyright", "tofu", "mia", "muse", "lm-eval")  # the suites a report shows, in page order
+SUITES = ("harmful", "copyright", "tofu", "mia", "muse", "lm-eval", "robustness")  # the suites a report shows, in page order
 ENV_KEYS = ("obliviate", "device", "precision", "processes", "seed", "torch", "transformers", "peft", "python", "git_sha")
 HTML_SUFFIXES = (".html", ".htm")
 
