@@ -206,3 +206,53 @@ def test_in_the_wild_runs_when_the_set_is_fetched(tmp_path, monkeypatch):
     rows = result["items"]["in_the_wild"]["unlearned"]
     assert len({r["template"] for r in rows}) == 2  # two collected texts, taken in turn
     assert all(r["prompt"].startswith("Collected jailbreak text") and r["prompt"].endswith(r["request"]) for r in rows)
+
+
+def test_original_result_reuses_the_original_answers_of_an_earlier_run(no_inthewild):
+    """Several unlearned models of one original: the original is answered once, then reused."""
+    from peft import LoraConfig, get_peft_model
+
+    from obliviate.testing import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    settings = RobustnessSettings(**FAST)
+
+    def unlearned(seed):
+        model = tiny_model(seed=seed)
+        return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+
+    first = run_robustness(unlearned(1), tokenizer, original_model=tiny_model(), forget_rows=FORGET, retain_rows=RETAIN,
+                           mode="harmful", settings=settings)
+    assert first["reused_original"] == []  # nothing to reuse on the first call
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the original model was run again")
+
+    poisoned = tiny_model()  # the same weights, but any generation or relearning on it fails
+    poisoned.forward = refuse
+    second = run_robustness(unlearned(2), tokenizer, original_model=poisoned, forget_rows=FORGET, retain_rows=RETAIN,
+                            mode="harmful", settings=settings, original_result=first)
+    measured = [name for name in DEFAULT_ATTACKS if name not in ("in_the_wild", "relearn")]
+    assert set(measured) <= set(second["reused_original"])
+    for name in measured:
+        assert second["attacks"][name]["original"] == first["attacks"][name]["original"]
+        assert second["items"][name]["original"] == first["items"][name]["original"]
+    assert "relearn" in second["reused_original"]
+    assert [p["original"] for p in second["relearn"]["curve"]] == [p["original"] for p in first["relearn"]["curve"]]
+    assert second["attacks"]["plain"]["unlearned"]["count"] == 4
+    # the kept shares are this run's: its own unlearned figures against the reused original ones
+    for name in measured:
+        entry = second["attacks"][name]
+        expected = kept_share(second["attacks"]["plain"]["original"]["figure"],
+                              second["attacks"]["plain"]["unlearned"]["figure"],
+                              entry["original"]["figure"], entry["unlearned"]["figure"])
+        assert entry["kept_share"] == pytest.approx(expected, nan_ok=True)
+
+    # other prompts (a different forget set) or other settings: nothing is reused
+    other = run_robustness(unlearned(2), tokenizer, original_model=tiny_model(), forget_rows=FORGET[::-1],
+                           retain_rows=RETAIN, mode="harmful", settings=settings, original_result=first)
+    assert other["reused_original"] == []
+    changed = RobustnessSettings(**{**FAST, "max_new_tokens": 3})
+    other = run_robustness(unlearned(2), tokenizer, original_model=tiny_model(), forget_rows=FORGET,
+                           retain_rows=RETAIN, mode="harmful", settings=changed, original_result=first)
+    assert other["reused_original"] == []

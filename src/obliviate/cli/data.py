@@ -1,4 +1,5 @@
-"""``obliviate data ...``: fetch public prompt sets and datasets, list what can be fetched."""
+"""``obliviate data ...``: fetch public prompt sets and datasets, list what can be fetched, and
+build the training files of the papers' recipe from raw rows."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from obliviate.data import build as building
 from obliviate.data import fetch as fetching
 
 app = typer.Typer(
@@ -53,3 +55,23 @@ def list_command() -> None:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
         typer.echo(f"  {name:<14} {len(rows)} prompts ({detail})")
     typer.echo(f"Cache: {home / 'data'}")
+
+
+@app.command("build")
+def build_command(
+    name: str = typer.Argument(..., help=f"What to build: {', '.join(building.BUILDS)}."),
+    source: str = typer.Option(
+        ..., "--from",
+        help="A CSV/JSON/JSONL/parquet file, a folder of them (or one saved by datasets), or "
+             "hub:ID[@REVISION] ('hub:' alone: the usual hub dataset).",
+    ),
+    out: Path = typer.Option(..., "--out", help="The JSONL to write (written only if the build succeeds)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Keep a seeded random sample of N output rows."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --limit sample."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub or saved dataset (default: the usual one)."),
+) -> None:
+    """Build NAME from raw dataset rows into a JSONL that 'obliviate unlearn' reads."""
+    result = building.build_dataset(name, source, out, limit=limit, seed=seed, split=split)
+    dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(result.dropped.items())) or "none"
+    typer.echo(f"{result.name}: {result.read} rows read, {result.written} kept -> {result.path}")
+    typer.echo(f"dropped: {dropped}")

@@ -122,10 +122,30 @@ class TrainSection(Strict):
         description="recompute each layer's activations in the backward pass: far less memory, ~1/3 more compute",
     )
     merge_lora: bool = False
+    group_by_length: bool = Field(
+        default=False,
+        description="put forget rows of similar token length in the same batch (less padding); every row still comes "
+        "once per epoch, in an order fixed by seed and epoch",
+    )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers that also get each train_log.jsonl line (a list or a comma-separated string); "
+        "their files go to <run>/trackers/",
+    )
     lora: LoRASection = Field(default_factory=LoRASection)
     saliency: Optional[SaliencySection] = Field(
         default=None, description="SalUn-style: train only the weights most salient to the forget loss (any method)"
     )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_list(cls, value: Any) -> Any:
+        # `--set train.report_to=tensorboard,wandb` arrives as one string; a tracker named twice is one tracker.
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            value = list(dict.fromkeys(value))
+        return value
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainSection":

@@ -10,14 +10,18 @@ The harmful-response recipe of arXiv 2310.10683 / 2405.15152 uses three sets:
 
 Builders accept both the original files' column names (``Best Answer``, ``Correct Answers`` as a
 ``;``-separated string) and the hub's (``best_answer``, ``correct_answers`` as a list). A missing
-or malformed field is a ``UserError`` naming the row and the field.
+or malformed field is a ``UserError`` naming the row and the field; pass ``locations`` (one per
+row, e.g. ``file.jsonl:3`` as :func:`obliviate.data.loaders.iter_rows` gives them) to name the
+file and line instead of the row index. Pass a ``Counter`` as ``counts`` to learn what was dropped
+and why (``safe``, ``empty``, ``duplicate``).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Mapping, Sequence, TypeVar, overload
+from collections import Counter
+from typing import Any, Mapping, Optional, Sequence, TypeVar, overload
 
 from obliviate.data.examples import Example
 from obliviate.errors import UserError
@@ -28,20 +32,33 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
+def _where(index: int, dataset: str, locations: Optional[Sequence[str]]) -> str:
+    """How a message names row ``index``: its file location when known, else ``<dataset> row N``."""
+    return locations[index] if locations is not None else f"{dataset} row {index}"
+
+
 def _field(row: Mapping[str, Any], names: Sequence[str], index: int, dataset: str) -> Any:
-    """The first of ``names`` present in ``row``; a ``UserError`` if none is."""
+    """The first of ``names`` present in ``row``; a ``UserError`` if none is.
+
+    ``dataset`` is either a dataset name (messages say ``<dataset> row N``) or, via ``_where``,
+    the row's location already."""
     for name in names:
         if name in row:
             return row[name]
     wanted = " or ".join(repr(n) for n in names)
-    raise UserError(f"{dataset} row {index}: missing field {wanted}; found {', '.join(map(str, row)) or '(none)'}")
+    raise UserError(f"{_label(index, dataset)}: missing field {wanted}; found {', '.join(map(str, row)) or '(none)'}")
+
+
+def _label(index: int, dataset: str) -> str:
+    # A location ("file.csv:3", "file.parquet: row 2") holds ':'; a bare dataset name does not.
+    return dataset if ":" in dataset else f"{dataset} row {index}"
 
 
 def _text(value: Any, field: str, index: int, dataset: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if not isinstance(value, str):
-        raise UserError(f"{dataset} row {index}: field {field!r} should be text, got {type(value).__name__}")
+        raise UserError(f"{_label(index, dataset)}: field {field!r} should be text, got {type(value).__name__}")
     return value.strip()
 
 
@@ -54,11 +71,15 @@ def _boolean(value: Any, field: str, index: int, dataset: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise UserError(
-        f"{dataset} row {index}: field {field!r} should be true or false, got {value!r}"
+        f"{_label(index, dataset)}: field {field!r} should be true or false, got {value!r}"
     )
 
 
-def pku_forget_pairs(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
+def pku_forget_pairs(
+    rows: Sequence[Mapping[str, Any]],
+    locations: Optional[Sequence[str]] = None,
+    counts: Optional[Counter] = None,
+) -> list[Example]:
     """Forget pairs from PKU-SafeRLHF: every response labelled unsafe, with its prompt.
 
     For each row and X in (0, 1), ``response_X`` is kept when ``is_response_X_safe`` is false.
@@ -66,35 +87,49 @@ def pku_forget_pairs(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
     prompts across rows, and a duplicated pair would only weigh that answer twice.
     ``extra`` records ``source``, ``row`` (index in ``rows``) and ``response_index`` (0 or 1).
     """
+    counts = Counter() if counts is None else counts
     pairs: list[Example] = []
     seen: set[tuple[str, str]] = set()
     for index, row in enumerate(rows):
-        prompt = _text(_field(row, ["prompt"], index, "pku-saferlhf"), "prompt", index, "pku-saferlhf")
+        where = _where(index, "pku-saferlhf", locations)
+        prompt = _text(_field(row, ["prompt"], index, where), "prompt", index, where)
         for which in (0, 1):
             safe_field = f"is_response_{which}_safe"
-            safe = _boolean(_field(row, [safe_field], index, "pku-saferlhf"), safe_field, index, "pku-saferlhf")
+            safe = _boolean(_field(row, [safe_field], index, where), safe_field, index, where)
             if safe:
+                counts["safe"] += 1
                 continue
             response_field = f"response_{which}"
-            response = _text(_field(row, [response_field], index, "pku-saferlhf"), response_field, index, "pku-saferlhf")
-            if not prompt or not response or (prompt, response) in seen:
+            response = _text(_field(row, [response_field], index, where), response_field, index, where)
+            if not prompt or not response:
+                counts["empty"] += 1
+                continue
+            if (prompt, response) in seen:
+                counts["duplicate"] += 1
                 continue
             seen.add((prompt, response))
             pairs.append(Example(prompt, response, {"source": "pku-saferlhf", "row": index, "response_index": which}))
     return pairs
 
 
-def truthfulqa_retain(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
+def truthfulqa_retain(
+    rows: Sequence[Mapping[str, Any]],
+    locations: Optional[Sequence[str]] = None,
+    counts: Optional[Counter] = None,
+) -> list[Example]:
     """The retain set: each TruthfulQA question with its best answer.
 
     Rows without a question or best answer are skipped. ``extra`` keeps ``source``, ``row`` and,
     when present, ``category`` and ``type``.
     """
+    counts = Counter() if counts is None else counts
     examples: list[Example] = []
     for index, row in enumerate(rows):
-        question = _text(_field(row, ["Question", "question"], index, "truthfulqa"), "Question", index, "truthfulqa")
-        answer = _text(_field(row, ["Best Answer", "best_answer"], index, "truthfulqa"), "Best Answer", index, "truthfulqa")
+        where = _where(index, "truthfulqa", locations)
+        question = _text(_field(row, ["Question", "question"], index, where), "Question", index, where)
+        answer = _text(_field(row, ["Best Answer", "best_answer"], index, where), "Best Answer", index, where)
         if not question or not answer:
+            counts["empty"] += 1
             continue
         extra: dict[str, Any] = {"source": "truthfulqa", "row": index}
         for key in ("Category", "category", "Type", "type"):
@@ -104,30 +139,38 @@ def truthfulqa_retain(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
     return examples
 
 
-def _answers(value: Any, field: str, index: int) -> list[str]:
+def _answers(value: Any, field: str, index: int, where: str = "truthfulqa") -> list[str]:
     """Split a ``;``-separated answer string (CSV) or flatten a list of answers (hub)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     if isinstance(value, str):
         parts = value.split(";")
     elif isinstance(value, (list, tuple)):
-        parts = [piece for item in value for piece in _answers(item, field, index)]
+        parts = [piece for item in value for piece in _answers(item, field, index, where)]
     else:
-        raise UserError(f"truthfulqa row {index}: field {field!r} should be text or a list, got {type(value).__name__}")
+        raise UserError(f"{_label(index, where)}: field {field!r} should be text or a list, got {type(value).__name__}")
     return [part.strip() for part in parts if part.strip()]
 
 
-def truthfulqa_answer_pool(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def truthfulqa_answer_pool(
+    rows: Sequence[Mapping[str, Any]],
+    locations: Optional[Sequence[str]] = None,
+    counts: Optional[Counter] = None,
+) -> list[str]:
     """Every correct and incorrect TruthfulQA answer, split on ';', stripped, deduplicated.
 
     Order is first appearance (row by row, correct answers before incorrect ones), so the pool
     is the same on every run.
     """
+    counts = Counter() if counts is None else counts
     pool: dict[str, None] = {}
     for index, row in enumerate(rows):
+        where = _where(index, "truthfulqa", locations)
         for names in (("Correct Answers", "correct_answers"), ("Incorrect Answers", "incorrect_answers")):
-            value = _field(row, names, index, "truthfulqa")
-            for answer in _answers(value, names[0], index):
+            value = _field(row, names, index, where)
+            for answer in _answers(value, names[0], index, where):
+                if answer in pool:
+                    counts["duplicate"] += 1
                 pool.setdefault(answer, None)
     return list(pool)
 

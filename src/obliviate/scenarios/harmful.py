@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from obliviate.config import RunConfig, TrainSection, load_config
 from obliviate.data.fetch import fetch, load_builtin
-from obliviate.data.harm_protocol import DEFAULT_PROTOCOL, Protocol, build_splits
+from obliviate.data.harm_protocol import DEFAULT_PROTOCOL, Protocol, SourceDraw, build_splits
 from obliviate.data.rewordings import with_rewordings
 from obliviate.errors import UserError
 from obliviate.eval.harmful import (
@@ -64,8 +64,13 @@ class HarmfulRecipe(BaseModel):
     eval_per_kind: Optional[int] = Field(gt=0, description="null = every prompt of the evaluated split; a number "
                                                            "= that many harmful and that many benign ones, taken "
                                                            "in turn from each source (quick looks and tests)")
-    n_forget: int = Field(gt=0, description="train-split harmful prompts (HarmBench) offered to the detector; the "
-                                            "compliant ones are forgotten")
+    harmful_train_sources: list[str] = Field(
+        min_length=1, description="public or project prompt sets the forget candidates come from (harm protocol source "
+                                  "names); each may feed the train split only")
+    benign_train_sources: list[str] = Field(
+        min_length=1, description="prompt sets the retain prompts come from (train split only)")
+    n_forget: int = Field(gt=0, description="train-split harmful prompts offered to the detector, taken in turn from "
+                                            "each train source; the compliant ones are forgotten")
     forget_rewordings: int = Field(ge=0, description="rewordings of each forget prompt added to the forget set with "
                                                      "the same answer (question forms, conversational wrappers; "
                                                      "obliviate.data.rewordings), so the model unlearns the request "
@@ -381,12 +386,14 @@ def protocol_prompts(options: HarmfulRecipe, loaders=None) -> ProtocolPrompts:
     """Forget candidates and retain prompts from the train split; the evaluated harmful and benign
     prompts from ``options.evaluate_on`` (validation for tuning, test for the reported figures).
     ``loaders`` replaces the public sources (tests)."""
-    splits = build_splits(Protocol(DEFAULT_PROTOCOL.draws, seed=options.split_seed), loaders=loaders)
-    forget = splits.texts("train", "harmful")
+    splits = build_splits(recipe_protocol(options), loaders=loaders)
+    # Taken in turn from each train source, so a smaller n_forget or n_retain still has every form.
+    forget, _ = _in_turn(splits.texts("train", "harmful"), splits.sources_of("train", "harmful"), None, interleave=True)
     if len(forget) < options.n_forget:
         raise UserError(f"harmful recipe: n_forget={options.n_forget}, but the train split has {len(forget)} harmful prompts")
     kinds = _benign_kinds()
-    retain = [p for p in splits.texts("train", "benign") if kinds.get(p, "everyday") in options.retain_kinds]
+    benign_train, _ = _in_turn(splits.texts("train", "benign"), splits.sources_of("train", "benign"), None, interleave=True)
+    retain = [p for p in benign_train if kinds.get(p, "everyday") in options.retain_kinds]
     if len(retain) < options.n_retain:
         raise UserError(f"harmful recipe: n_retain={options.n_retain}, but the train split has {len(retain)} benign "
                         f"prompts of the kinds {', '.join(options.retain_kinds)}")
@@ -410,9 +417,21 @@ def protocol_prompts(options: HarmfulRecipe, loaders=None) -> ProtocolPrompts:
     )
 
 
-def _in_turn(texts: list[str], sources: list[str], limit: int | None) -> tuple[list[str], list[str]]:
-    """All prompts, or ``limit`` of them taken in turn from each source (so every source is seen)."""
-    if limit is None or limit >= len(texts):
+def recipe_protocol(options: HarmfulRecipe) -> Protocol:
+    """The default protocol's validation and test draws with the recipe's train sources."""
+    kept = tuple(d for d in DEFAULT_PROTOCOL.draws if d.split != "train")
+    train = tuple(SourceDraw(name, "harmful", "train") for name in options.harmful_train_sources) + tuple(
+        SourceDraw(name, "benign", "train") for name in options.benign_train_sources)
+    return Protocol(train + kept, seed=options.split_seed)
+
+
+def _in_turn(texts: list[str], sources: list[str], limit: int | None, *, interleave: bool = False) -> tuple[list[str], list[str]]:
+    """All prompts, or ``limit`` of them taken in turn from each source (so every source is seen).
+    Grouped by source as the split is, unless ``interleave`` keeps them in the order taken."""
+    if limit is None and not interleave:
+        return texts, sources
+    limit = len(texts) if limit is None else min(limit, len(texts))
+    if limit >= len(texts) and not interleave:
         return texts, sources
     queues: dict[str, list[str]] = {}
     for text, source in zip(texts, sources):
@@ -422,7 +441,8 @@ def _in_turn(texts: list[str], sources: list[str], limit: int | None) -> tuple[l
         for source, queue in queues.items():
             if queue and len(picked) < limit:
                 picked.append((queue.pop(0), source))
-    picked.sort(key=lambda pair: list(queues).index(pair[1]))  # grouped by source, as the full split is
+    if not interleave:
+        picked.sort(key=lambda pair: list(queues).index(pair[1]))  # grouped by source, as the full split is
     return [t for t, _ in picked], [s for _, s in picked]
 
 

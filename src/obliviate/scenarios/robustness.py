@@ -342,6 +342,39 @@ def _entry(family: str, figures: dict[str, Any], plain: dict[str, Any]) -> dict[
             "retain": figures.get("retain"), "kept_share": share, "keeps_80": keeps(share)}
 
 
+class _Reuse:
+    """The original model's rows from an earlier result of the same suite, when they still apply.
+
+    An earlier result applies when its mode, settings, judge and on-topic check are this run's;
+    then each attack's original rows are reused only if they answer the very prompts this run
+    would send (so a different forget set or retain set makes them again). The original model
+    itself is the caller's word: pass a result made with the same original."""
+
+    def __init__(self, previous: Optional[dict[str, Any]], mode: str, settings: RobustnessSettings,
+                 judge: Optional[str], on_topic: Optional[dict[str, Any]]) -> None:
+        applies = previous is not None and previous.get("mode") == mode \
+            and previous.get("settings") == asdict(settings) and previous.get("judge") == judge \
+            and previous.get("on_topic") == on_topic and isinstance(previous.get("items"), dict)
+        self.mode = mode
+        self.items: dict[str, dict[str, list[dict[str, Any]]]] = previous["items"] if applies else {}
+        self.relearn_curve = (previous.get("relearn") or {}).get("curve") if applies else None
+        self.reused: list[str] = []
+
+    def rows(self, attack: str, prompts: list[dict[str, Any]]) -> Optional[list[dict[str, Any]]]:
+        """The original model's earlier rows for ``attack``, if they were made on ``prompts``."""
+        rows = self.items.get(attack, {}).get("original")
+        if rows is None or [r.get("prompt") for r in rows] != [p["prompt"] for p in prompts]:
+            return None
+        self.reused.append(attack)
+        return rows
+
+    def figure(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        # Every scored row carries its flag (harmful mode) or its recall (memorisation mode).
+        if self.mode == "memorisation":
+            return _figure([r["rouge_l_recall"] for r in rows], self.mode)
+        return _figure([r["flag"] for r in rows], "harmful")
+
+
 def _skipped(family: str, reason: str) -> dict[str, Any]:
     return {"family": family, "skipped": reason, "original": None, "unlearned": None, "retain": None,
             "kept_share": float("nan"), "keeps_80": None}
@@ -364,6 +397,7 @@ def run_robustness(
     progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
     model_name: str = "",
+    original_result: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Run every attack of ``settings`` on the original, unlearned (and retain) models.
 
@@ -373,6 +407,10 @@ def run_robustness(
     ``embed(texts) -> (N, D)``: the on-topic check and the hard scope's neighbours (left out
     with a recorded reason without it). With ``run_dir`` the result is written there
     (``eval/robustness_<tag>.json``, ``generations/``, ``hard_scope/``).
+    ``original_result``: what an earlier call returned with the same original model (several
+    unlearned models of one original): its original-model answers are reused where mode,
+    settings, judge, on-topic check and the prompts of an attack are the same (``reused_original``
+    lists those attacks), so the original is generated on once.
     """
     settings = settings or RobustnessSettings()
     if mode not in MODES:
@@ -387,6 +425,8 @@ def run_robustness(
     attacked = forget[: settings.max_items]
     models = _Models(unlearned=unlearned_model, original=original_model, retain=retain_model)
     scorer = _Scorer(tokenizer, mode, settings, embed, progress, judge=judge or RefusalJudge())
+    on_topic = {"threshold": ON_TOPIC_THRESHOLD} if mode == "harmful" and embed is not None else None
+    reuse = _Reuse(original_result, mode, settings, scorer.judge.describe() if mode == "harmful" else None, on_topic)
 
     attacks: dict[str, dict[str, Any]] = {}
     items: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -394,6 +434,10 @@ def run_robustness(
     def measure(name: str, prompts: list[dict[str, Any]]) -> dict[str, Any]:
         figures = {}
         for model_name in models.names:
+            reused = reuse.rows(name, prompts) if model_name == "original" and prompts else None
+            if reused is not None:
+                figures[model_name], items.setdefault(name, {})[model_name] = reuse.figure(reused), reused
+                continue
             with models.use(model_name) as model:
                 figures[model_name], items.setdefault(name, {})[model_name] = scorer.score(model, prompts)
         return figures
@@ -419,12 +463,15 @@ def run_robustness(
             wild, why = _inthewild_items(attacked, settings.seed)
             attacks[name] = _entry("in_the_wild", measure(name, wild), plain) if wild else _skipped("in_the_wild", why)
         elif name == "int8":
-            attacks[name] = _int8(models, scorer, plain_items, plain, items)
-    relearning = _relearn(models, scorer, forget[: settings.max_items], mode, settings) \
+            attacks[name] = _int8(models, scorer, plain_items, plain, items, reuse)
+    original_curve = reuse.relearn_curve if reuse.rows("plain", plain_items) is not None else None
+    if original_curve and "relearn" in settings.attacks:
+        reuse.reused.append("relearn")
+    relearning = _relearn(models, scorer, forget[: settings.max_items], mode, settings, original_curve) \
         if "relearn" in settings.attacks else None
     if relearning is not None:
         attacks["relearn"] = relearning.pop("entry")
-    hard_scope = _hard_scope(models, scorer, attacked, retain, plain, settings, run_dir, items) \
+    hard_scope = _hard_scope(models, scorer, attacked, retain, plain, settings, run_dir, items, reuse) \
         if "hard_scope" in settings.attacks else None
     if hard_scope is not None:
         attacks["hard_scope"] = hard_scope.pop("entry")
@@ -434,8 +481,9 @@ def run_robustness(
         "suite": SUITE, "model": model_name, "mode": mode, "settings": asdict(settings),
         "figure": _figure_name(mode, embed is not None),
         "judge": scorer.judge.describe() if mode == "harmful" else None,
-        "on_topic": {"threshold": ON_TOPIC_THRESHOLD} if mode == "harmful" and embed is not None else None,
+        "on_topic": on_topic,
         "models": models.names,
+        "reused_original": sorted(set(reuse.reused)),
         "attacks": attacks, "relearn": relearning, "hard_scope": hard_scope,
         "summary": {
             "attacks_kept": [n for n, a in attacks.items() if a["keeps_80"] is True and n != "plain"],
@@ -462,12 +510,16 @@ def _figure_name(mode: str, on_topic: bool) -> str:
 
 
 def _int8(models: _Models, scorer: _Scorer, plain_items: list[dict[str, Any]], plain: dict[str, Any],
-          items: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+          items: dict[str, dict[str, list[dict[str, Any]]]], reuse: _Reuse) -> dict[str, Any]:
     from obliviate.models.quantise import quantise_int8, rounding_share
 
     figures = {}
     plain_models = {name: models.plain(name) for name in models.names}
     for name, model in plain_models.items():
+        reused = reuse.rows("int8", plain_items) if name == "original" else None
+        if reused is not None:
+            figures[name], items.setdefault("int8", {})[name] = reuse.figure(reused), reused
+            continue
         quantised = quantise_int8(model)
         figures[name], items.setdefault("int8", {})[name] = scorer.score(quantised, plain_items)
         del quantised
@@ -481,7 +533,9 @@ def _int8(models: _Models, scorer: _Scorer, plain_items: list[dict[str, Any]], p
 
 
 def _relearn(models: _Models, scorer: _Scorer, rows: list[Example], mode: str,
-             settings: RobustnessSettings) -> dict[str, Any]:
+             settings: RobustnessSettings, original_curve: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    """The relearning curves; ``original_curve`` (an earlier result's curve on the same rows and
+    settings) stands in for the original model's run."""
     from obliviate.train.relearn import relearn, split_for_relearning
 
     usable = [row for row in rows if row.response]
@@ -491,7 +545,12 @@ def _relearn(models: _Models, scorer: _Scorer, rows: list[Example], mode: str,
     attack, rest = split_for_relearning(usable, settings.relearn_fraction, seed=settings.seed)
     rest_items = _template_items(_plain_template(), rest)
     curves: dict[str, dict[int, float]] = {}
+    if original_curve:
+        curves["original"] = {int(point["step"]): point["original"] for point in original_curve}
     for name in ("original", "unlearned"):
+        if name in curves:
+            continue
+
         def measure(network: Any) -> dict[str, Any]:
             return {"figure": scorer.score(network, rest_items)[0]["figure"]}
 
@@ -526,7 +585,7 @@ def _sample(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str,
 
 def _hard_scope(models: _Models, scorer: _Scorer, forget: list[Example], retain: list[Example],
                 plain: dict[str, Any], settings: RobustnessSettings, run_dir: Optional[str | Path],
-                items: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+                items: dict[str, dict[str, list[dict[str, Any]]]], reuse: _Reuse) -> dict[str, Any]:
     from obliviate.eval.hard_scope import build_hard_scope, save_hard_scope
 
     forget_dicts = [{"prompt": row.prompt, "answer": row.response, **row.extra} for row in forget]
@@ -546,9 +605,17 @@ def _hard_scope(models: _Models, scorer: _Scorer, forget: list[Example], retain:
     outside: dict[str, Any] = {}
     for name in models.names:
         with models.use(name) as model:
-            inside[name], items.setdefault("hard_scope", {})[name] = scorer.score(model, in_items)
+            def reused(attack: str, prompts: list[dict[str, Any]]) -> Optional[list[dict[str, Any]]]:
+                return reuse.rows(attack, prompts) if name == "original" and prompts else None
+
+            found = reused("hard_scope", in_items)
+            inside[name], items.setdefault("hard_scope", {})[name] = \
+                (reuse.figure(found), found) if found is not None else scorer.score(model, in_items)
             if out_items:
-                if scorer.mode == "harmful":
+                found = reused("hard_scope_neighbours", out_items)
+                if found is not None:
+                    outside[name], rows = reuse.figure(found), found
+                elif scorer.mode == "harmful":
                     outside[name], rows = scorer.answered_on_topic(model, out_items)
                 else:
                     outside[name], rows = scorer.score(model, out_items)

@@ -37,7 +37,7 @@ from obliviate.models.hardware import choose_precision, measure_matmul_gflops
 from obliviate.models.loading import adapter_weights_file, quiet_peft, refusing_pickles
 from obliviate.models.precision_probe import PrecisionChoice, precision_choice
 from obliviate.train import checkpoint as ckpt
-from obliviate.train import efficiency
+from obliviate.train import efficiency, trackers
 from obliviate.train.run_dir import check_run_dir, config_inputs, environment, prepare_run_dir, release_run_dir
 from obliviate.train.run_lock import lock_depth
 
@@ -102,13 +102,16 @@ def load_train_data(config: RunConfig, method: Method) -> TrainData:
     return TrainData(forget, retain, pool)
 
 
-def stream_indices(n: int, seed: int, start: int, count: int) -> list[int]:
-    """Positions [start, start+count) of an endless stream of seeded permutations of range(n)."""
+def stream_indices(
+    n: int, seed: int, start: int, count: int, order: Optional[Callable[[int], np.ndarray]] = None
+) -> list[int]:
+    """Positions [start, start+count) of an endless stream of seeded permutations of range(n);
+    ``order(epoch)``, when given, is epoch's permutation instead (``train.group_by_length``)."""
     out: list[int] = []
     position = start
     while len(out) < count:
         epoch, offset = divmod(position, n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        perm = order(epoch) if order is not None else np.random.default_rng([seed, epoch]).permutation(n)
         take = min(count - len(out), n - offset)
         out.extend(int(i) for i in perm[offset: offset + take])
         position += take
@@ -288,6 +291,7 @@ def _run_training(
     data sets given in memory there, so that ``config.yaml`` names real files; ``own_data`` names
     those files, which may lie in the run folder as no other input may).
     """
+    report_to = trackers.check_trackers(config)  # a missing tracker package fails before anything loads
     method = method or build_method(config.method.name, config.method.options())
     data = data or load_train_data(config, method)
     run_dir = Path(run_dir)
@@ -307,7 +311,7 @@ def _run_training(
 
         model, tokenizer = load_model_and_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code)
     precision = precision_choice(config.train.precision, getattr(model, "config", None))
-    accelerator = make_accelerator(precision)
+    accelerator = make_accelerator(precision, log_with=report_to, logging_dir=trackers.trackers_dir(run_dir))
     if is_main:
         prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
         if on_run_dir is not None:
@@ -425,6 +429,18 @@ def _run_training(
     tokens_total, padded_total, started = 0, 0, time.perf_counter()
     batch_size, accum = config.train.batch_size, config.train.grad_accum
     rank = accelerator.process_index
+    forget_order = None
+    if config.train.group_by_length:
+        from obliviate.train.length_groups import LengthGroupedOrder
+
+        lengths = [len(encoder.encode(e).input_ids) for e in data.forget]
+        forget_order = LengthGroupedOrder(lengths, seed, batch_size * world)
+    if report_to:
+        if is_main and "mlflow" in report_to:
+            trackers.point_mlflow_at(run_dir)
+        accelerator.init_trackers(
+            config.run.name, config=trackers.flat_config(config), init_kwargs=trackers.init_kwargs(run_dir, config.run.name)
+        )
     step = start_step
     try:
         for step in range(start_step + 1, steps + 1):
@@ -434,7 +450,8 @@ def _run_training(
             for micro in range(accum):
                 micro_index = (step - 1) * accum + micro
                 groups = _micro_batch(
-                    method, data, micro_index, batch_size, world, rank, seed, config.train.retain_batch_size
+                    method, data, micro_index, batch_size, world, rank, seed, config.train.retain_batch_size,
+                    forget_order=forget_order,
                 )
                 batch = {name: encoder.batch(examples, accelerator.device) for name, examples in groups.items() if examples}
                 step_tokens += sum(int(b["attention_mask"].sum()) for b in batch.values())
@@ -482,6 +499,8 @@ def _run_training(
             if is_main and (step % config.train.log_every == 0 or step == steps):
                 with storing("train_log.jsonl", run_dir):
                     append_jsonl(log_path, record)
+            if report_to and (step % config.train.log_every == 0 or step == steps):
+                accelerator.log(record, step=step)  # main process only, inside accelerate
             if progress_bar is not None:
                 progress_bar[0].update(progress_bar[1], advance=1, loss=parts.get("total", 0.0))
             state = TrainState(step, steps, record, unwrapped, tokenizer, run_dir, config, is_main)
@@ -497,10 +516,14 @@ def _run_training(
                 stop_reason = reason
                 log(f"stopping at step {step}: {reason}")
                 break
+    except BaseException:
+        trackers.finish_trackers(accelerator)  # a diverged or failed run keeps what it logged
+        raise
     finally:
         if progress_bar is not None:
             progress_bar[0].stop()
 
+    trackers.finish_trackers(accelerator)
     seconds = time.perf_counter() - started
     counted = torch.tensor([padded_total, reference.tokens if reference is not None else 0], device=accelerator.device)
     padded_total, reference_tokens = (int(v) for v in accelerator.reduce(counted, "sum").tolist())
@@ -546,16 +569,18 @@ def _run_training(
 
 def _micro_batch(
     method: Method, data: TrainData, micro_index: int, batch_size: int, world: int, rank: int, seed: int,
-    retain_batch_size: Optional[int] = None,
+    retain_batch_size: Optional[int] = None, forget_order: Optional[Callable[[int], np.ndarray]] = None,
 ):
     """This process's share of micro-batch ``micro_index``.
 
     Every process builds the same global groups (same seeded choices) and takes every
     ``world``-th row of each, so the mean loss over processes equals the single-process loss on
-    the global batch whenever group sizes divide by the number of processes.
+    the global batch whenever group sizes divide by the number of processes. ``forget_order``
+    gives each epoch's forget order (``train.group_by_length``); default: a seeded permutation.
     """
     global_size = batch_size * world
-    forget = [data.forget[i] for i in stream_indices(len(data.forget), seed, micro_index * global_size, global_size)]
+    forget_positions = stream_indices(len(data.forget), seed, micro_index * global_size, global_size, forget_order)
+    forget = [data.forget[i] for i in forget_positions]
     retain = None
     if data.retain is not None:
         retain_size = (retain_batch_size or batch_size) * world
@@ -565,9 +590,12 @@ def _micro_batch(
     return {name: rows[rank::world] if rows else rows for name, rows in groups.items()}
 
 
-def make_accelerator(precision: str | PrecisionChoice = "auto"):
+def make_accelerator(
+    precision: str | PrecisionChoice = "auto", log_with: Sequence[str] = (), logging_dir: Optional[Path] = None
+):
     """An ``Accelerator`` with ``precision`` ('auto', 'fp32' or 'bf16', see ``choose_precision``;
-    or a choice already made).
+    or a choice already made), and the experiment trackers ``log_with`` writing under
+    ``logging_dir`` (``train.report_to``; checked by ``trackers.check_trackers``).
 
     accelerate keeps one state per process and silently reuses the first run's mixed precision
     (or refuses another). A single process that trains twice (a demo that fine-tunes then
@@ -576,13 +604,18 @@ def make_accelerator(precision: str | PrecisionChoice = "auto"):
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration
 
     mixed = precision.mixed if isinstance(precision, PrecisionChoice) else choose_precision(precision)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") != mixed and not distributed:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    tracking: dict[str, Any] = {}
+    if log_with:
+        folder = str(logging_dir) if logging_dir is not None else None
+        tracking = {"log_with": list(log_with), "project_config": ProjectConfiguration(project_dir=folder, logging_dir=folder)}
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(), **tracking)
 
 
 def _backward_term_by_term(accelerator, method: Method, model, batch, reference, accum: int) -> dict[str, float]:
@@ -681,6 +714,9 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
         saved = yaml.safe_load(type(config).model_validate(saved).to_yaml())
     except Exception:  # noqa: BLE001 - an unreadable saved config is compared as it is (and differs)
         pass
+    for config_dict in (saved, current):  # trackers only watch a run: a resume may add or drop them
+        if isinstance(config_dict, dict) and isinstance(config_dict.get("train"), dict):
+            config_dict["train"].pop("report_to", None)
     for section in current:
         if saved.get(section) != current[section]:
             raise UserError(
