@@ -295,11 +295,18 @@ def registry() -> dict[str, type[Method]]:
     return _REGISTRY
 
 
-
-def retain_term(method_name: str, kind: str, weight: float, model, batch, reference) -> Iterator["LossTerm"]:
-    """The optional retain term of a forget loss: ``kind`` ``none`` (nothing), ``nll`` (descent on
-    the retain answers, logged as ``retain``) or ``kl`` (forward KL to the reference on them,
-    logged as ``retain_kl``)."""
+def retain_term(
+    method_name: str,
+    kind: str,
+    weight: float,
+    model: torch.nn.Module,
+    batch: dict[str, Batch],
+    reference: Optional[Reference],
+    extra: Optional[dict[str, float]] = None,
+) -> Iterator[LossTerm]:
+    """The retain term of a forget loss, shared by every method that has one: ``kind`` ``none``
+    (nothing), ``nll`` (descent on the retain answers, logged as ``retain``) or ``kl`` (forward KL
+    to the reference on them, logged as ``retain_kl``); ``extra`` is logged with it."""
     from obliviate.methods import losses
 
     if kind == "none":
@@ -309,9 +316,10 @@ def retain_term(method_name: str, kind: str, weight: float, model, batch, refere
     retain = batch["retain"]
     out, labels = forward_answers(model, retain)
     if kind == "nll":
-        yield LossTerm("retain", weight, losses.nll(out.logits, labels))
+        yield LossTerm("retain", weight, losses.nll(out.logits, labels), dict(extra or {}))
     else:
-        yield LossTerm("retain_kl", weight, losses.forward_kl(reference.answer_logits(retain), out.logits, labels))
+        kl = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
+        yield LossTerm("retain_kl", weight, kl, dict(extra or {}))
 
 
 def forget_and_optional_retain(kind: str, forget: list, retain: Optional[list]) -> dict[str, list]:

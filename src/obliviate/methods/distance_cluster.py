@@ -88,6 +88,7 @@ from obliviate.methods.base import (
     forward_answers,
     one_logit,
     register,
+    retain_term,
 )
 
 # Generic refusals: the default expected outputs for harmful requests. Phrased to be recognised
@@ -545,9 +546,7 @@ class DistanceCluster(Method):
             zero = torch.zeros((), device=retain["input_ids"].device)
             yield LossTerm("negative", 0.0, zero, {"negative_active": 0.0, **gated})
             yield LossTerm("positive", 0.0, zero, {"positive_nll": 0.0, "cluster": 0.0})
-        out, labels = forward_answers(model, retain)
-        retain = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-        yield LossTerm("retain_kl", cfg.retain_weight, retain)
+        yield from retain_term("distance_cluster", "kl", cfg.retain_weight, model, batch, reference)
 
     def _forget_terms(self, model, forget, positive, reference, share: float, gated: dict):
         cfg = self.config

@@ -35,7 +35,7 @@ import torch
 from pydantic import Field
 
 from obliviate.methods import answer_sets, losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 DEFAULT_ANSWERS = "builtin:idk_answers"
 
@@ -80,8 +80,7 @@ class DPO(Method):
         extra = {"dpo_margin": margin.mean().item(), "dpo_accuracy": (margin > 0).float().mean().item()}
         yield LossTerm("forget", cfg.forget_weight, value, extra)
         if cfg.retain_weight > 0 and batch.get("retain") is not None:
-            out, labels = forward_answers(model, batch["retain"])
-            yield LossTerm("retain", cfg.retain_weight, losses.nll(out.logits, labels))
+            yield from retain_term("dpo", "nll", cfg.retain_weight, model, batch, reference)
 
 
 def _logprobs(model, reference, group) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ Deviations: the KL is the forward KL named in the seed papers, restricted to res
 from __future__ import annotations
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 
 class GAKLConfig(MethodConfig):
@@ -33,7 +33,4 @@ class GAKL(Method):
     def terms(self, model, batch, reference):
         out, labels = forward_answers(model, batch["forget"])
         yield LossTerm("forget", self.config.forget_weight, losses.gradient_ascent(out.logits, labels))
-        retain = batch["retain"]
-        out, labels = forward_answers(model, retain)
-        kl = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-        yield LossTerm("retain_kl", self.config.retain_weight, kl)
+        yield from retain_term("ga_kl", "kl", self.config.retain_weight, model, batch, reference)

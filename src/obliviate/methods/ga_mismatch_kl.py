@@ -34,7 +34,7 @@ from pydantic import Field
 
 from obliviate.data.examples import Example
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward, forward_answers, register, retain_term
 
 
 class GAMismatchKLConfig(MethodConfig):
@@ -76,6 +76,4 @@ class GAMismatchKL(Method):
         # over prompts equals the plain mean over all rows.
         out, labels = forward_answers(model, mismatch)
         yield LossTerm("mismatch", cfg.mismatch_weight, losses.nll(out.logits, labels))
-        out, labels = forward_answers(model, retain)
-        nor = losses.forward_kl(reference.answer_logits(retain), out.logits, labels)
-        yield LossTerm("retain_kl", cfg.retain_weight, nor)
+        yield from retain_term("ga_mismatch_kl", "kl", cfg.retain_weight, model, batch, reference)

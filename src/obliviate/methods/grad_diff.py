@@ -13,7 +13,7 @@ Deviations: none; response tokens only.
 from __future__ import annotations
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 
 class GradDiffConfig(MethodConfig):
@@ -30,5 +30,4 @@ class GradDiff(Method):
     def terms(self, model, batch, reference):
         out, labels = forward_answers(model, batch["forget"])
         yield LossTerm("forget", self.config.forget_weight, losses.gradient_ascent(out.logits, labels))
-        out, labels = forward_answers(model, batch["retain"])
-        yield LossTerm("retain", self.config.retain_weight, losses.nll(out.logits, labels))
+        yield from retain_term("grad_diff", "nll", self.config.retain_weight, model, batch, reference)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods import answer_sets, losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 DEFAULT_ANSWERS = "builtin:idk_answers"
 
@@ -61,5 +61,4 @@ class IdkNLL(Method):
         out, labels = forward_answers(model, batch["idk"])
         yield LossTerm("idk", self.config.idk_weight, losses.nll(out.logits, labels))
         if self.config.retain_weight > 0 and batch.get("retain") is not None:
-            out, labels = forward_answers(model, batch["retain"])
-            yield LossTerm("retain", self.config.retain_weight, losses.nll(out.logits, labels))
+            yield from retain_term("idk_nll", "nll", self.config.retain_weight, model, batch, reference)

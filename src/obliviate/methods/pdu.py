@@ -44,7 +44,7 @@ from typing import Any, Optional
 from pydantic import Field
 
 from obliviate.methods import losses
-from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register
+from obliviate.methods.base import LossTerm, Method, MethodConfig, forward_answers, register, retain_term
 
 
 class PDUConfig(MethodConfig):
@@ -70,8 +70,8 @@ class PDU(Method):
     def terms(self, model, batch, reference):
         out, labels = forward_answers(model, batch["forget"])
         yield LossTerm("forget", self.config.forget_weight, losses.logit_margin_flattening(out.logits, labels))
-        out, labels = forward_answers(model, batch["retain"])
-        yield LossTerm("retain", self.multiplier, losses.nll(out.logits, labels), {"retain_multiplier": self.multiplier})
+        extra = {"retain_multiplier": self.multiplier}
+        yield from retain_term("pdu", "nll", self.multiplier, model, batch, reference, extra)
 
     def on_step_end(self, state) -> None:
         retain = state.record.get("loss/retain")

@@ -32,9 +32,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from obliviate.data.formatting import IGNORE_INDEX, collate, pad_id
+from obliviate.data.formatting import IGNORE_INDEX, pad_id
 from obliviate.metrics.memorisation import encode_continuation
-from obliviate.models.generation import eval_mode, length_sorted_batches, model_device
+from obliviate.models.generation import model_device, teacher_forced_logits
 
 #: The attacks, in the order results list them.
 ATTACKS: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm", "reference")
@@ -182,8 +182,10 @@ def token_statistics(
 
     Pairs are encoded by :func:`obliviate.metrics.memorisation.encode_continuation` (``template``
     ``"none"``: raw text; ``"plain"``/``"chat"``/``"auto"``: the training format, end-of-turn token
-    scored), right-padded into (B, T); logits (B, T, V) at position t score label t + 1. One
-    forward pass per batch gives every logit-based attack its inputs.
+    scored), right-padded into (B, T); logits (B, T, V) at position t score label t + 1. The one
+    teacher-forced pass per batch of :func:`obliviate.models.generation.teacher_forced_logits`
+    (the pass :func:`~obliviate.models.generation.score_loglik` reads too) gives every
+    logit-based attack its inputs.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -191,24 +193,17 @@ def token_statistics(
     result = [TokenStats([], [], []) for _ in encoded]
     if not encoded:
         return result
-    device, pad = model_device(model), pad_id(tokenizer)
-    with eval_mode(model):
-        for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
-            tensors = collate([encoded[i] for i in batch], pad)
-            logits = model(
-                input_ids=tensors["input_ids"].to(device), attention_mask=tensors["attention_mask"].to(device)
-            ).logits[:, :-1].float()  # (B, T-1, V)
-            labels = tensors["labels"][:, 1:].to(device)  # (B, T-1)
-            scored = labels != IGNORE_INDEX
-            log_p = F.log_softmax(logits, dim=-1)  # computed once for both quantities
-            token_log_probs = log_p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-            mu, sigma = _moments(log_p)  # (B, T-1) each
-            del log_p
-            for row, index in enumerate(batch):
-                mask = scored[row]
-                result[index] = TokenStats(
-                    token_log_probs[row][mask].tolist(), mu[row][mask].tolist(), sigma[row][mask].tolist()
-                )
+    for batch, logits, labels in teacher_forced_logits(model, encoded, pad_id(tokenizer), batch_size):
+        scored = labels != IGNORE_INDEX
+        log_p = F.log_softmax(logits, dim=-1)  # computed once for both quantities
+        token_log_probs = log_p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        mu, sigma = _moments(log_p)  # (B, T-1) each
+        del log_p
+        for row, index in enumerate(batch):
+            mask = scored[row]
+            result[index] = TokenStats(
+                token_log_probs[row][mask].tolist(), mu[row][mask].tolist(), sigma[row][mask].tolist()
+            )
     return result
 
 

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from obliviate.data.formatting import Template, collate, encode_pair, pad_id, prompt_text
+from obliviate.data.formatting import Encoded, Template, collate, encode_pair, pad_id, prompt_text
 
 # Tokens that close an assistant turn in common chat templates; generation stops at any of them
 # that the tokenizer knows, besides its EOS token.
@@ -234,6 +234,28 @@ def generate(
     return [a if a is not None else "" for a in answers]
 
 
+def teacher_forced_logits(
+    model, encoded: Sequence[Encoded], pad_token_id: int, batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """One teacher-forced forward pass per batch of encoded pairs of similar length, the one pass
+    every per-token score (log-likelihood, membership-inference statistics) is read from.
+
+    Pairs are right-padded with :func:`collate`. Yields ``(indices, logits, labels)``: the
+    batch's positions in ``encoded``, float32 logits (B, T-1, V) shifted by one so position t
+    scores ``labels[:, t]`` (label t + 1; -100 on prompt and padding), and those labels (B, T-1),
+    on the model's device. Runs in evaluation mode without autograd.
+    """
+    device = model_device(model)
+    with eval_mode(model):
+        for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
+            tensors = collate([encoded[i] for i in batch], pad_token_id)
+            logits = model(
+                input_ids=tensors["input_ids"].to(device),
+                attention_mask=tensors["attention_mask"].to(device),
+            ).logits[:, :-1].float()
+            yield batch, logits, tensors["labels"][:, 1:].to(device)
+
+
 def score_loglik(
     model,
     tokenizer,
@@ -254,28 +276,16 @@ def score_loglik(
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     if not prompts:
         return []
-    device = model_device(model)
-    pad = pad_id(tokenizer)
     encoded = [
         encode_pair(tokenizer, p, r, max_length=max_length, template=template)
         for p, r in zip(prompts, responses)
     ]
-    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
     results: list[LogLik | None] = [None] * len(prompts)
-    with eval_mode(model):
-        for batch in batches:
-            tensors = collate([encoded[i] for i in batch], pad)
-            logits = model(
-                input_ids=tensors["input_ids"].to(device),
-                attention_mask=tensors["attention_mask"].to(device),
-            ).logits.float()
-            labels = tensors["labels"][:, 1:].to(device)
-            # cross_entropy with reduction="none" returns -log p(label) (0 where ignored), (B, T-1).
-            token_nll = F.cross_entropy(
-                logits[:, :-1].transpose(1, 2), labels, ignore_index=-100, reduction="none"
-            )
-            totals = (-token_nll).sum(dim=1).tolist()
-            counts = (labels != -100).sum(dim=1).tolist()
-            for row, index in enumerate(batch):
-                results[index] = LogLik(total=float(totals[row]), tokens=int(counts[row]))
+    for batch, logits, labels in teacher_forced_logits(model, encoded, pad_id(tokenizer), batch_size):
+        # cross_entropy with reduction="none" returns -log p(label) (0 where ignored), (B, T-1).
+        token_nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        totals = (-token_nll).sum(dim=1).tolist()
+        counts = (labels != -100).sum(dim=1).tolist()
+        for row, index in enumerate(batch):
+            results[index] = LogLik(total=float(totals[row]), tokens=int(counts[row]))
     return [r for r in results if r is not None]
