@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The harmful demo's shipped settings, written out once: the figures in BENCHMARKS.md (the harm
 # protocol's test split, docs/harm_protocol.md) come from them.
 SHIPPED_HARMFUL = {
-    "model": None, "evaluate_on": "test", "eval_per_kind": 100, "split_seed": 0, "n_forget": 200, "forget_rewordings": 0,
+    "model": None, "evaluate_on": "test", "eval_per_kind": 100, "split_seed": 0,
+    "harmful_train_sources": ["harmbench"], "benign_train_sources": ["obliviate-benign"], "n_forget": 200, "forget_rewordings": 0,
     "n_forget_eval": 48, "n_retain": 96, "retain_rewordings": 0, "retain_kinds": ["everyday", "borderline"], "max_new_tokens": 48,
     "train_answer_tokens": 32, "gen_batch_size": 32, "reuse_original_answers": True, "judge": "refusal",
     "method": "ga_mismatch_kl", "method_options": {"num_random_answers": 3, "retain_weight": 8.0},
@@ -62,12 +63,25 @@ def tofu_recipe(path=None, overrides=()):
     return load_recipe(path, overrides)
 
 
+def hallucination_recipe(path=None, overrides=()):
+    from obliviate.scenarios.hallucination import load_recipe
+
+    return load_recipe(path, overrides)
+
+
+def privacy_recipe(path=None, overrides=()):
+    from obliviate.scenarios.privacy import load_recipe
+
+    return load_recipe(path, overrides)[0]
+
+
 def line_of(text: str, prefix: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith(prefix))
 
 
 def test_every_shipped_recipe_loads_and_is_packaged():
-    loaders = {"harmful": harmful, "copyright": copyright_recipe, "tofu": tofu_recipe}
+    loaders = {"harmful": harmful, "copyright": copyright_recipe, "tofu": tofu_recipe, "hallucination": hallucination_recipe,
+               "privacy": privacy_recipe}
     assert sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) == sorted(loaders)
     from obliviate.scenarios.recipe import load_recipe
 

@@ -62,7 +62,7 @@ def headline_text(summary: dict) -> str:
 
 
 def demo(
-    scenario: str = typer.Option("harmful", "--scenario", help="harmful | copyright"),
+    scenario: str = typer.Option("harmful", "--scenario", help="harmful | copyright | hallucination | privacy"),
     recipe: Optional[Path] = typer.Option(
         None, "--recipe", help="a recipe file naming every setting (default: the scenario's packaged recipe)"
     ),
@@ -92,6 +92,20 @@ def demo(
 
         summary = run_harmful_demo(target, checked, overwrite=overwrite, progress=not no_progress, log=console.print)
         _print_summary(summary)
+    elif scenario == "hallucination":
+        from obliviate.scenarios.hallucination import print_summary as print_hallucination
+        from obliviate.scenarios.hallucination import run_hallucination_demo
+
+        summary = run_hallucination_demo(target, checked, overwrite=overwrite, progress=not no_progress,
+                                         log=console.print)
+        print_hallucination(summary)
+    elif scenario == "privacy":
+        from obliviate.scenarios.privacy import print_summary as print_privacy
+        from obliviate.scenarios.privacy import run_privacy_demo
+
+        summary = run_privacy_demo(target, config=recipe, overrides=settings, overwrite=overwrite,
+                                   progress=not no_progress, log=console.print)
+        print_privacy(summary)
     else:
         from obliviate.scenarios.copyright import print_summary, run_copyright_demo
 

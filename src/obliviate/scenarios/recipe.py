@@ -30,6 +30,8 @@ SCHEMAS = {
     "harmful": ("obliviate.scenarios.harmful", "HarmfulRecipe"),
     "copyright": ("obliviate.scenarios.copyright", "Recipe"),
     "tofu": ("obliviate.scenarios.tofu", "TofuRecipe"),
+    "privacy": ("obliviate.scenarios.privacy", "PrivacyRecipe"),
+    "hallucination": ("obliviate.scenarios.hallucination", "HallucinationRecipe"),
 }
 
 
