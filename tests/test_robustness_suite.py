@@ -3,6 +3,7 @@
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,15 @@ def test_original_result_reuses_the_original_answers_of_an_earlier_run(no_inthew
     other = run_robustness(unlearned(2), tokenizer, original_model=tiny_model(), forget_rows=FORGET,
                            retain_rows=RETAIN, mode="harmful", settings=changed, original_result=first)
     assert other["reused_original"] == []
+
+
+def test_a_demo_folder_loads_as_its_unlearned_model(tiny_model_dir, tmp_path):
+    """``obliviate eval --suite robustness runs/demo-harmful``: the demo nests its model in unlearn/model."""
+    import shutil
+
+    from obliviate.models.loading import load_trained
+
+    demo = tmp_path / "demo-harmful"
+    shutil.copytree(tiny_model_dir, demo / "unlearn" / "model")
+    model, _ = load_trained(demo)
+    assert Path(model.config._name_or_path).resolve() == (demo / "unlearn" / "model").resolve()

@@ -831,7 +831,7 @@ def model_info(
 def load_trained(spec: str | Path | None, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load what a run produced, or any model spec: the one loader of finished runs.
 
-    ``spec`` may be a run folder (its ``model/`` is used), a LoRA adapter folder (its base model is
+    ``spec`` may be a run folder (its ``model/`` is used; a demo folder's ``unlearn/model/``), a LoRA adapter folder (its base model is
     loaded through ``load_model_and_tokenizer`` and the adapter put on top, so
     ``disable_adapter()`` gives the original model back; the tokenizer saved beside the adapter is
     used when there is one, since a run may have changed it), or anything
@@ -844,6 +844,8 @@ def load_trained(spec: str | Path | None, *, trust_remote_code: bool = False) ->
     folder = Path(spec).expanduser()
     if (folder / "model").is_dir() and not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
         folder = folder / "model"  # a run folder stands for its final model
+    elif (folder / "unlearn" / "model").is_dir() and not (folder / "config.json").exists():
+        folder = folder / "unlearn" / "model"  # a demo folder stands for its unlearned model
     if (folder / IN_CONTEXT_FILE).is_file():
         return _load_in_context(folder / IN_CONTEXT_FILE, trust_remote_code)
     adapter_config = folder / "adapter_config.json"
