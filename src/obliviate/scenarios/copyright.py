@@ -26,13 +26,12 @@ Every stage writes into the output folder (``data/``, ``finetune/``, ``unlearn/`
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from obliviate.config import RunConfig, load_config
+from obliviate.config import RunConfig
 from obliviate.data.books import write_pairs
 from obliviate.data.examples import Example
 from obliviate.data.text import Passage, TextSplits, prefix_continuation_pairs, split_by_chapter, split_by_passage
@@ -50,8 +49,9 @@ from obliviate.io import atomic_write_json
 from obliviate.metrics.change import relative_change, relative_drop
 from obliviate.models import DEFAULT_MODEL
 from obliviate.report.suites import COPYRIGHT_METRICS
+from obliviate.scenarios.demo_run import Laps, format_cell, print_targets
+from obliviate.scenarios.finetune_then_unlearn import finetune_then_unlearn_configs, mismatch_answers, scale_finetune_warmup
 from obliviate.scenarios.recipe import read_recipe
-from obliviate.train.finetune import PAPER_FINETUNE_DEFAULTS, deep_merge, scaled_warmup
 from obliviate.train.run_dir import prepare_run_dir, release_run_dir
 
 STAGES = ("original", "finetuned", "unlearned")
@@ -132,50 +132,12 @@ def load_recipe(
 
 
 def stage_configs(recipe: Recipe, out_dir: Path, source: str = "recipe") -> tuple[RunConfig, RunConfig]:
-    """The fine-tuning and unlearning run configs (validated; no model is loaded)."""
-    model = recipe.model or DEFAULT_MODEL
-    data_dir = out_dir / "data"
-    finetune = deep_merge(PAPER_FINETUNE_DEFAULTS, recipe.finetune)
-    finetune = deep_merge(finetune, {
-        "model": {"name": model},
-        "data": {"forget": {"path": str(data_dir / "train.jsonl")}},
-        "method": {"name": "finetune"},
-    })
-    # The unlearning stage reads the fine-tuning stage's template: a model is scored and unlearned
-    # in the prompt format it memorised the book in.
-    template = finetune.get("data", {}).get("template", "plain")
-    unlearn = deep_merge({
-        "run": {"name": "unlearn"},
-        "method": {"name": "ga_mismatch_kl"},
-        "data": {"template": template, "max_length": finetune.get("data", {}).get("max_length", 512)},
-        "train": {"save_every": 0},
-    }, recipe.unlearn)
-    if recipe.unlearn_start == "adapter":  # the base model, with the fine-tuning adapter trained further
-        start = {"model": {"name": model}, "train": {"lora": {"enabled": True, "init_from": str(out_dir / "finetune")}}}
-    else:  # a new adapter on the merged fine-tuned weights
-        start = {"model": {"name": str(out_dir / "finetune" / "model")}}
-    unlearn = deep_merge(unlearn, {
-        **start,
-        "data": {"forget": {"path": str(data_dir / "forget.jsonl")}, "retain": {"path": str(data_dir / "retain.jsonl")}},
-    })
-    configs = []
-    for stage, data in (("finetune", finetune), ("unlearn", unlearn)):
-        try:
-            configs.append(load_config(None, [], data=data))
-        except UserError as err:
-            raise UserError(f"{source}, section {stage}: {str(err).removeprefix('config: ').removeprefix('config:')}") from None
-    ft, ul = configs
-    if ft.data.template != ul.data.template:
-        raise UserError(f"{source}: unlearn.data.template ({ul.data.template}) differs from finetune.data.template "
-                        f"({ft.data.template}); the model must be unlearned in the format it memorised")
-    if recipe.unlearn_start == "adapter":
-        if not ft.train.lora.enabled:
-            raise UserError(f"{source}: unlearn_start is 'adapter' but the fine-tuning stage trains all weights "
-                            "(finetune.train.lora.enabled: false); use unlearn_start: merged")
-        ft.train.merge_lora = False  # the adapter itself is what unlearning continues
-    elif ft.train.lora.enabled and not ft.train.merge_lora:
-        ft.train.merge_lora = True  # the unlearning stage starts from the merged fine-tuned model
-    return ft, ul
+    """The fine-tuning and unlearning run configs (validated; no model is loaded); unlearning starts
+    where ``recipe.unlearn_start`` says."""
+    return finetune_then_unlearn_configs(
+        model=recipe.model, finetune=recipe.finetune, unlearn=recipe.unlearn, out_dir=out_dir, source=source,
+        default_method="ga_mismatch_kl", learned_what="memorised", unlearn_start=recipe.unlearn_start,
+    )
 
 
 def book_passages(section: BookSection) -> list[Passage]:
@@ -229,23 +191,14 @@ def run_copyright_demo(
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.train.loop import TrainData, run_training, total_steps
 
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    laps = Laps(log)
     out = Path(out_dir)
     recipe, source = load_recipe(config, overrides, model=model, book=book)
     ft_config, ul_config = stage_configs(recipe, out, source)
     splits, pairs = book_splits(recipe.book)
     train_pairs = [e for name in recipe.book.finetune_on for e in pairs[name]]
-    if "warmup_steps" not in (recipe.finetune.get("train") or {}):
-        ft_config.train.warmup_steps = scaled_warmup(total_steps(ft_config, len(train_pairs), 1))
-    # Mismatch answers: the retain continuations unless the recipe names a pool
-    # (unlearn.data.random_answers, e.g. builtin:refusal_answers).
-    pool = [e.response for e in pairs["retain"]]
-    if ul_config.data.random_answers is not None:
-        from obliviate.data.loaders import load_spec
-
-        pool = [e.response for e in load_spec(ul_config.data.random_answers, ul_config, "unlearn.data.random_answers",
-                                              require_response=True)]
+    scale_finetune_warmup(ft_config, recipe.finetune, len(train_pairs))
+    pool = mismatch_answers(ul_config, [e.response for e in pairs["retain"]])  # default: the retain continuations
     # The KL term's retain set: the retain chapters, plus everyday text when the recipe asks
     # (it holds general perplexity, which the book alone does not constrain).
     retain = pairs["retain"] + everyday_pairs(recipe.everyday_retain)
@@ -253,12 +206,7 @@ def run_copyright_demo(
     for name, examples in {**pairs, "train": train_pairs, "retain": retain}.items():
         write_pairs(out / "data" / f"{name}.jsonl", examples)
 
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        log(f"  {name}: {timings[name]} s")
-        return time.perf_counter()
-
-    t = time.perf_counter()
+    laps.start()
     log(f"1/5 data: {recipe.book.source} book, {splits.sizes()} passages; "
         f"fine-tuning on {len(train_pairs)} pairs ({', '.join(recipe.book.finetune_on)})")
     base, tokenizer = load_model_and_tokenizer(recipe.model)
@@ -295,11 +243,11 @@ def run_copyright_demo(
             f"{s}: ROUGE-L {m[s]['rouge_l']:.3f}, leak {m[s]['leak_rate']:.2f}" for s in SPLITS if s in m
         ) + f"; general ppl {m['general']['perplexity']:.2f}")
 
-    t = lap("data and model", t)
+    laps.lap("data and model")
     if recipe.eval.original:
         log("2/5 original model: measuring")
         measure("original", base)
-        t = lap("evaluation original", t)
+        laps.lap("evaluation original")
 
     log(f"3/5 fine-tuning (LoRA r={ft_config.train.lora.r}, lr {ft_config.train.lr:g}, "
         f"{total_steps(ft_config, len(train_pairs), 1)} steps, warm-up {ft_config.train.warmup_steps})")
@@ -312,9 +260,9 @@ def run_copyright_demo(
     from obliviate.models.loading import load_trained
 
     finetuned, tokenizer = load_trained(str(out / "finetune" / "model"))  # merged weights, or base + adapter
-    t = lap("fine-tuning", t)
+    laps.lap("fine-tuning")
     measure("finetuned", finetuned)
-    t = lap("evaluation finetuned", t)
+    laps.lap("evaluation finetuned")
 
     log(f"4/5 unlearning with {ul_config.method.name} (lr {ul_config.train.lr:g}, "
         f"{total_steps(ul_config, len(pairs['forget']), 1)} steps) "
@@ -325,21 +273,21 @@ def run_copyright_demo(
         ul_config, out / "unlearn", model=finetuned if recipe.unlearn_start == "merged" else None, tokenizer=tokenizer,
         data=TrainData(pairs["forget"], retain, pool), progress=progress, log=log,
     )
-    t = lap("unlearning", t)
+    laps.lap("unlearning")
     measure("unlearned", ul_result.model)
-    t = lap("evaluation unlearned", t)
+    laps.lap("evaluation unlearned")
 
     log("5/5 report")
-    summary = summarise(results, recipe, timings=timings, train={"finetune": ft_result, "unlearn": ul_result})
+    summary = summarise(results, recipe, timings=laps.timings, train={"finetune": ft_result, "unlearn": ul_result})
     summary["bleu_threshold"] = threshold
     summary["split_sizes"] = splits.sizes()
     summary["eval_sizes"] = {name: len(v) for name, v in eval_splits.items()}
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    summary["seconds_total"] = laps.total()
     summary["load_average"] = list(os.getloadavg())
     atomic_write_json(out / "summary.json", summary)
     write_copyright_report(out, results, summary, recipe.model_dump(mode="json"))
-    lap("report", t)
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    laps.lap("report")
+    summary["seconds_total"] = laps.total()
     atomic_write_json(out / "summary.json", summary)
     release_run_dir(out)  # after a failure the folder stays locked until the process ends
     return summary
@@ -455,12 +403,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"copyright unlearning — {summary['book']} book, {summary['method']}")
     for column in ("metric", "split", "original", "finetuned", "unlearned"):
         table.add_column(column, justify="right" if column in STAGES else "left")
-
-    def fmt(value: Any) -> str:
-        return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-
     for row in summary["rows"]:
-        table.add_row(row["metric"], row["split"], *(fmt(row.get(stage)) for stage in STAGES))
+        table.add_row(row["metric"], row["split"], *(format_cell(row.get(stage)) for stage in STAGES))
     console = Console()
     console.print(table)
     f = summary["figures"]
@@ -469,5 +413,4 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"(−{100 * f['forget_rouge_l_drop']:.0f}%); retain passage perplexity {100 * f['retain_perplexity_rise']:+.1f}%; "
         f"general perplexity {100 * f['general_perplexity_rise']:+.1f}%; total {summary['seconds_total']:.0f} s"
     )
-    for check, ok in summary["targets"].items():
-        console.print(f"  {'[green]met[/green]' if ok else '[red]missed[/red]'}  {check}")
+    print_targets(console, summary["targets"])

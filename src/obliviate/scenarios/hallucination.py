@@ -24,7 +24,6 @@ The settings are the packaged recipe ``scenarios/recipes/hallucination.yaml`` (:
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
@@ -37,6 +36,7 @@ from obliviate.errors import UserError
 from obliviate.io import atomic_write_json, write_jsonl
 from obliviate.metrics.change import relative_change
 from obliviate.models import DEFAULT_MODEL
+from obliviate.scenarios.demo_run import Laps, before_after_table, print_targets
 from obliviate.scenarios.recipe import read_recipe
 from obliviate.train.run_dir import prepare_run_dir, release_run_dir
 
@@ -193,13 +193,7 @@ def run_hallucination_demo(
     from obliviate.train.loop import TrainData, run_training
 
     options = load_recipe() if recipe is None else recipe
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        log(f"  {name}: {timings[name]} s")
-        return time.perf_counter()
+    laps = Laps(log)
 
     splits = split_questions(truthfulqa_rows(), options.n_train, options.n_validation, options.n_test, options.split_seed)
     benign = [r["prompt"] for r in load_builtin("everyday_test_prompts")][: options.n_benign]
@@ -212,16 +206,16 @@ def run_hallucination_demo(
         return generate(model, tokenizer, list(prompts), max_new_tokens=options.max_new_tokens,
                         batch_size=options.gen_batch_size, progress=progress)
 
-    t = time.perf_counter()
+    laps.start()
     log(f"1/6 data: TruthfulQA split (seed {options.split_seed}) into {options.n_train} train, "
         f"{options.n_validation} validation, {options.n_test} held-out test questions; model {options.model or DEFAULT_MODEL}")
     model, tokenizer = load_model_and_tokenizer(options.model)
-    t = lap("data and model", t)
+    laps.lap("data and model")
 
     log("2/6 original model: answering the train and validation questions; the reference judge reads them")
     train_items = judged(judge, splits["train"], answer(model, [r["Question"] for r in splits["train"]]))
     val_items = judged(judge, splits["validation"], answer(model, [r["Question"] for r in splits["validation"]]))
-    t = lap("detection answers", t)
+    laps.lap("detection answers")
 
     log("3/6 detection: hallucinated answers become the forget set, correct ones the retain set")
     forget = [Example(i["prompt"], i["response"], {EXPECTED_FIELD: row["Correct Answers"]})
@@ -266,7 +260,7 @@ def run_hallucination_demo(
 
     before = measure(model)
     write_results(run_dir, "before", before)
-    t = lap("evaluation before", t)
+    laps.lap("evaluation before")
 
     early = bool(flagged_val) and options.early_stop_every is not None
     config = unlearn_config(options, data_dir, early_stopping=early)
@@ -275,20 +269,20 @@ def run_hallucination_demo(
     result = run_training(config, run_dir / "unlearn", model=model, tokenizer=tokenizer,
                           data=TrainData(forget, retain, pool), progress=progress, log=log)
     model = result.model
-    t = lap("unlearning", t)
+    laps.lap("unlearning")
 
     log("6/6 unlearned model: held-out figures, report")
     originals = {name: [i["response"] for i in before["items"][name]] for name in ("benign", "retain")}
     after = measure(model, originals)
     write_results(run_dir, "after", after)
-    t = lap("evaluation after", t)
+    laps.lap("evaluation after")
     summary = summarise(before, after, options, forget=len(forget), retain=len(retain), train_questions=len(train_items),
-                        flagged_validation=len(flagged_val), timings=timings, train=result)
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+                        flagged_validation=len(flagged_val), timings=laps.timings, train=result)
+    summary["seconds_total"] = laps.total()
     atomic_write_json(run_dir / "summary.json", summary)
     write_hallucination_report(run_dir, before, after, summary, options)
-    lap("report", t)
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    laps.lap("report")
+    summary["seconds_total"] = laps.total()
     check = "seconds_total <= 600"
     summary["targets"][check] = summary["seconds_total"] <= TARGETS["seconds_total_max"]
     summary["rows"].append({"metric": f"target: {check}", "split": "", "before": None,
@@ -378,19 +372,10 @@ def write_hallucination_report(run_dir: Path, before: dict, after: dict, summary
 def print_summary(summary: dict[str, Any]) -> None:
     """The before/after table, the headline figures and the targets on the terminal."""
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"hallucination unlearning — {summary['method']}, judge: reference (ROUGE-L)")
-    for column in ("metric", "split", "before", "after", "note"):
-        table.add_column(column, justify="right" if column in ("before", "after") else "left")
-
-    def fmt(value: Any) -> str:
-        return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-
-    for row in summary["rows"]:
-        if row["metric"].startswith("target: "):
-            continue  # listed under the table, met or missed
-        table.add_row(row["metric"], row["split"], fmt(row["before"]), fmt(row["after"]), row["note"])
+    # the target rows are listed under the table, met or missed
+    rows = [row for row in summary["rows"] if not row["metric"].startswith("target: ")]
+    table = before_after_table(f"hallucination unlearning — {summary['method']}, judge: reference (ROUGE-L)", rows)
     console = Console()
     console.print(table)
     f = summary["figures"]
@@ -402,5 +387,4 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"forget set {summary['forget_set_size']} of {summary['train_questions']} train answers; "
                   f"retain {summary['retain_set_size']}; one training seed ({summary['options']['seed']}); "
                   f"total {summary['seconds_total']:.0f} s (target ≤ 600)")
-    for check, ok in summary["targets"].items():
-        console.print(f"  {'[green]met[/green]' if ok else '[red]missed[/red]'}  {check}")
+    print_targets(console, summary["targets"])

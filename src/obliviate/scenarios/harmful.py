@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
@@ -41,6 +40,7 @@ from obliviate.judges import effectiveness_summary, get_judge
 from obliviate.metrics.change import relative_drop
 from obliviate.models.generation import generate
 from obliviate.report.suites import HARMFUL_HEADLINE
+from obliviate.scenarios.demo_run import Laps
 from obliviate.scenarios.recipe import read_recipe
 from obliviate.train.run_dir import prepare_run_dir, release_run_dir
 
@@ -254,13 +254,7 @@ def run_harmful_demo(
     from obliviate.train.loop import run_training
 
     options = load_recipe() if recipe is None else recipe
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        log(f"  {name}: {timings[name]} s")
-        return time.perf_counter()
+    laps = Laps(log)
 
     # The run config and the judge are built first: a bad method option or judge stops the demo
     # before any folder is made or model loaded, not minutes later when training starts.
@@ -268,7 +262,7 @@ def run_harmful_demo(
     config = unlearn_config(options, data_dir)
     judge = get_judge(options.judge) if ":" not in options.judge else _judge_from_spec(options.judge)
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite)
-    t = time.perf_counter()
+    laps.start()
     log("1/6 data: the harm protocol's train, validation and test splits (docs/harm_protocol.md)")
     prompts = protocol_prompts(options)
     atomic_write_json(data_dir / "protocol.json", prompts.protocol)
@@ -278,7 +272,7 @@ def run_harmful_demo(
     log(f"  forget candidates {len(prompts.forget_candidates)}, retain {len(prompts.retain)}; "
         f"evaluated on {options.evaluate_on}: {len(prompts.harmful)} harmful "
         f"({', '.join(prompts.harmful_sources)}), {len(prompts.benign)} benign ({', '.join(prompts.benign_sources)})")
-    t = lap("data and models", t)
+    laps.lap("data and models")
 
     log("2/6 original model: answering and judging")
     reuse = options.reuse_original_answers
@@ -323,7 +317,7 @@ def run_harmful_demo(
         if eval_path is not None:
             atomic_write_json(eval_path, {"forget_answers": forget_answers, "before": before})
     write_harmful_results(before, run_dir, "before")
-    t = lap("original answers", t)
+    laps.lap("original answers")
 
     log("3/6 detection: flagged dialogues become the forget set")
     write_jsonl(data_dir / "forget.jsonl", with_rewordings(flagged, options.forget_rewordings, seed=options.seed))
@@ -335,7 +329,7 @@ def run_harmful_demo(
     log(f"4/6 unlearning with {options.method} (LoRA r={options.lora_r}, lr={options.lr}, {options.steps} steps)")
     result = run_training(config, run_dir / "unlearn", model=model, tokenizer=tokenizer, progress=progress, log=log)
     model = result.model
-    t = lap("unlearning", t)
+    laps.lap("unlearning")
 
     log("5/6 unlearned model: answering and judging")
     originals = {name: [r["response"] for r in before["items"][name]] for name in ("unlearned", "unseen", "benign")
@@ -345,17 +339,17 @@ def run_harmful_demo(
     )
     after["protocol"] = prompts.protocol
     write_harmful_results(after, run_dir, "after")
-    t = lap("evaluation after", t)
+    laps.lap("evaluation after")
 
     log("6/6 report")
-    summary = summarise(before, after, options, flagged=len(flagged), timings=timings, train=result)
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    summary = summarise(before, after, options, flagged=len(flagged), timings=laps.timings, train=result)
+    summary["seconds_total"] = laps.total()
     atomic_write_json(run_dir / "summary.json", summary)
     from obliviate.scenarios.harmful_report import write_harmful_report
 
     write_harmful_report(run_dir, before, after, summary, config)
-    lap("report", t)
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    laps.lap("report")
+    summary["seconds_total"] = laps.total()
     atomic_write_json(run_dir / "summary.json", summary)
     release_run_dir(run_dir)  # after a failure the folder stays locked until the process ends
     return summary

@@ -29,21 +29,20 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from obliviate.config import RunConfig, load_config
+from obliviate.config import RunConfig
 from obliviate.data.examples import Example
 from obliviate.data.synthetic_people import Person, bio_row, make_people, qa_rows, split_people
-from obliviate.errors import UserError
 from obliviate.io import atomic_write_json, write_jsonl
 from obliviate.metrics.change import relative_change, relative_drop
 from obliviate.models import DEFAULT_MODEL
+from obliviate.scenarios.demo_run import Laps, before_after_table, print_targets
+from obliviate.scenarios.finetune_then_unlearn import finetune_then_unlearn_configs, mismatch_answers, scale_finetune_warmup
 from obliviate.scenarios.recipe import read_recipe
-from obliviate.train.finetune import PAPER_FINETUNE_DEFAULTS, deep_merge, scaled_warmup
 from obliviate.train.run_dir import prepare_run_dir, release_run_dir
 
 SCENARIO = "privacy"
@@ -110,41 +109,15 @@ def load_recipe(
 
 
 def stage_configs(recipe: PrivacyRecipe, out_dir: Path, source: str = "recipe") -> tuple[RunConfig, RunConfig]:
-    """The fine-tuning and unlearning run configs (validated; no model is loaded)."""
-    model = recipe.model or DEFAULT_MODEL
-    data_dir = out_dir / "data"
-    finetune = deep_merge(PAPER_FINETUNE_DEFAULTS, recipe.finetune)
-    finetune = deep_merge(finetune, {
-        "model": {"name": model},
-        "data": {"forget": {"path": str(data_dir / "train.jsonl")}},
-        "method": {"name": "finetune"},
-    })
-    template = finetune.get("data", {}).get("template", "plain")
-    unlearn = deep_merge({
-        "run": {"name": "unlearn"},
-        "method": {"name": "distance_cluster"},
-        "data": {"template": template, "max_length": finetune.get("data", {}).get("max_length", 512)},
-        "train": {"save_every": 0},
-    }, recipe.unlearn)
-    if unlearn["method"].get("name") == "distance_cluster" and "templates" not in unlearn["method"]:
-        unlearn["method"]["templates"] = "privacy"  # its expected outputs: privacy refusals, not harm refusals
-    unlearn = deep_merge(unlearn, {
-        "model": {"name": str(out_dir / "finetune" / "model")},  # a new adapter on the merged fine-tuned model
-        "data": {"forget": {"path": str(data_dir / "forget.jsonl")}, "retain": {"path": str(data_dir / "retain.jsonl")}},
-    })
-    configs = []
-    for stage, data in (("finetune", finetune), ("unlearn", unlearn)):
-        try:
-            configs.append(load_config(None, [], data=data))
-        except UserError as err:
-            raise UserError(f"{source}, section {stage}: {str(err).removeprefix('config: ').removeprefix('config:')}") from None
-    ft, ul = configs
-    if ft.data.template != ul.data.template:
-        raise UserError(f"{source}: unlearn.data.template ({ul.data.template}) differs from finetune.data.template "
-                        f"({ft.data.template}); the model must be unlearned in the format it learned the people in")
-    if ft.train.lora.enabled:
-        ft.train.merge_lora = True  # the unlearning stage starts from the merged fine-tuned model
-    return ft, ul
+    """The fine-tuning and unlearning run configs (validated; no model is loaded); unlearning starts
+    a new adapter on the merged fine-tuned model."""
+    return finetune_then_unlearn_configs(
+        model=recipe.model, finetune=recipe.finetune, unlearn=recipe.unlearn, out_dir=out_dir, source=source,
+        default_method="distance_cluster",
+        # distance_cluster's expected outputs: privacy refusals, not harm refusals
+        method_defaults={"distance_cluster": {"templates": "privacy"}},
+        learned_what="learned the people in",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,8 +246,7 @@ def run_privacy_demo(
     from obliviate.models.loading import load_model_and_tokenizer, load_trained
     from obliviate.train.loop import TrainData, run_training, total_steps
 
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    laps = Laps(log)
     out = Path(out_dir)
     recipe, source = load_recipe(config, overrides, model=model)
     ft_config, ul_config = stage_configs(recipe, out, source)
@@ -289,25 +261,14 @@ def run_privacy_demo(
     random.Random(sizes.seed).shuffle(train_rows)
     train = [Example(r["prompt"], r["response"]) for r in train_rows]
     retain = [Example(r["prompt"], r["response"]) for r in rows["retain"]]
-    pool = list(PRIVACY_TEMPLATES)  # ga_mismatch_kl's mismatch answers, unless the recipe names a pool
-    if ul_config.data.random_answers is not None:
-        from obliviate.data.loaders import load_spec
-
-        pool = [e.response for e in load_spec(ul_config.data.random_answers, ul_config, "unlearn.data.random_answers",
-                                              require_response=True)]
-    if "warmup_steps" not in (recipe.finetune.get("train") or {}):
-        ft_config.train.warmup_steps = scaled_warmup(total_steps(ft_config, len(train), 1))
+    pool = mismatch_answers(ul_config, list(PRIVACY_TEMPLATES))
+    scale_finetune_warmup(ft_config, recipe.finetune, len(train))
     out = prepare_run_dir(out, overwrite=overwrite)
     atomic_write_json(out / "data" / "people.json", {split: [p.to_dict() for p in group] for split, group in groups.items()})
     write_jsonl(out / "data" / "train.jsonl", train_rows)
     write_jsonl(out / "data" / "retain.jsonl", rows["retain"])
     for split in SPLITS:
         write_jsonl(out / "data" / f"qa_{split}.jsonl", rows[split])
-
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        log(f"  {name}: {timings[name]} s")
-        return time.perf_counter()
 
     template, max_length = ft_config.data.template, ft_config.data.max_length
     general = default_general_texts(paragraphs=recipe.eval.general_paragraphs)
@@ -324,11 +285,11 @@ def run_privacy_demo(
             + f"; MIA AUC (loss) {m['mia']['auc_loss']:.3f}; retain answer ppl {m['retain']['answer_perplexity']:.2f}"
             + f"; general ppl {m['general']['perplexity']:.2f}")
 
-    t = time.perf_counter()
+    laps.start()
     log(f"1/6 people: {sizes.forget} forget, {sizes.holdout} holdout (never seen), {sizes.retain} retain "
         f"(Faker seed {sizes.seed}); fine-tuning on {len(train)} rows")
     base, tokenizer = load_model_and_tokenizer(recipe.model)
-    t = lap("data and model", t)
+    laps.lap("data and model")
 
     log(f"2/6 fine-tuning (LoRA r={ft_config.train.lora.r}, lr {ft_config.train.lr:g}, "
         f"{total_steps(ft_config, len(train), 1)} steps)" if ft_config.train.lora.enabled else
@@ -338,10 +299,10 @@ def run_privacy_demo(
     ft_result.model = None
     del base
     finetuned, tokenizer = load_trained(str(out / "finetune" / "model"))
-    t = lap("fine-tuning", t)
+    laps.lap("fine-tuning")
     log("3/6 measuring the fine-tuned model")
     evaluate("finetuned", finetuned)
-    t = lap("evaluation finetuned", t)
+    laps.lap("evaluation finetuned")
 
     log("4/6 detecting leaks: the privacy judge reads the answers to the forget people's questions")
     flagged = detect_leaks(results["finetuned"]["items"]["forget"], groups["forget"],
@@ -353,7 +314,7 @@ def run_privacy_demo(
     for f in flagged:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
     log(f"  {len(flagged)} of {len(rows['forget'])} dialogues leak ({reasons or 'none'})")
-    t = lap("detection", t)
+    laps.lap("detection")
 
     ul_result = None
     if forget:
@@ -362,27 +323,27 @@ def run_privacy_demo(
         ul_result = run_training(ul_config, out / "unlearn", model=finetuned, tokenizer=tokenizer,
                                  data=TrainData(forget, retain, pool), progress=progress, log=log)
         unlearned = ul_result.model
-        t = lap("unlearning", t)
+        laps.lap("unlearning")
     else:  # nothing leaks: nothing to unlearn, the model is measured as it is
         log("5/6 nothing leaks: unlearning skipped")
         unlearned = finetuned
     evaluate("unlearned", unlearned)
-    t = lap("evaluation unlearned", t)
+    laps.lap("evaluation unlearned")
 
     log("6/6 report")
-    summary = summarise(results, recipe, timings=timings,
+    summary = summarise(results, recipe, timings=laps.timings,
                         train={"finetune": ft_result, **({"unlearn": ul_result} if ul_result else {})})
     summary.update({
         "forget_set_size": len(flagged), "forget_set_reasons": reasons,
         "people": {split: len(group) for split, group in groups.items()},
         "load_average": list(os.getloadavg()),
     })
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    summary["seconds_total"] = laps.total()
     summary["targets"] = checks(summary["figures"], summary["seconds_total"])
     atomic_write_json(out / "summary.json", summary)
     write_privacy_report(out, results, mia, summary, recipe.model_dump(mode="json"))
-    lap("report", t)
-    summary["seconds_total"] = round(time.perf_counter() - started, 1)
+    laps.lap("report")
+    summary["seconds_total"] = laps.total()
     summary["targets"] = checks(summary["figures"], summary["seconds_total"])
     atomic_write_json(out / "summary.json", summary)
     release_run_dir(out)
@@ -502,18 +463,10 @@ def write_privacy_report(out_dir: Path, results: dict, mia: dict, summary: dict[
 def print_summary(summary: dict[str, Any]) -> None:
     """The before/after table and the targets on the terminal (rich)."""
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"privacy unlearning — {summary['people']['forget']} forget, {summary['people']['holdout']} "
-                        f"holdout, {summary['people']['retain']} retain people; {summary['method']}")
-    for column in ("metric", "split", "before", "after", "note"):
-        table.add_column(column, justify="right" if column in ("before", "after") else "left")
-
-    def fmt(value: Any) -> str:
-        return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-
-    for row in summary["rows"]:
-        table.add_row(row["metric"], row["split"], fmt(row["before"]), fmt(row["after"]), row["note"])
+    table = before_after_table(f"privacy unlearning — {summary['people']['forget']} forget, "
+                               f"{summary['people']['holdout']} holdout, {summary['people']['retain']} retain people; "
+                               f"{summary['method']}", summary["rows"])
     console = Console()
     console.print(table)
     f = summary["figures"]
@@ -524,5 +477,4 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{f['finetuned_retain_extraction']:.2f} → {f['unlearned_retain_extraction']:.2f} (target: drop ≤ 10%); "
         f"forget set {summary['forget_set_size']} dialogues; total {summary['seconds_total']:.0f} s (target ≤ 600)"
     )
-    for check, ok in summary["targets"].items():
-        console.print(f"  {'[green]met[/green]' if ok else '[red]missed[/red]'}  {check}")
+    print_targets(console, summary["targets"])
