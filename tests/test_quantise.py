@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from obliviate.errors import UserError
-from obliviate.models.quantise import merged_copy, quantise, quantise_4bit, quantise_int8, rounding_share
+from obliviate.models.quantise import merged_copy, quantise, quantise_4bit, quantise_int8, quantise_q4_0, rounding_share
 
 
 @pytest.fixture
@@ -86,3 +86,30 @@ def test_nf4_without_cuda_is_a_user_error(tiny_model_dir):
 def test_unknown_scheme_lists_the_valid_ones(tiny):
     with pytest.raises(UserError, match="valid schemes: int8, nf4"):
         quantise(tiny[0], "int4")
+
+
+def test_q4_0_matches_hand_computed_blocks_and_leaves_the_input_alone(tiny):
+    """GGUF Q4_0: per block of 32, scale d = m / -8 where m is the value of largest magnitude (sign
+    kept); levels q = clamp(round(w / d) + 8, 0, 15); weight back = (q - 8) * d, d stored as fp16."""
+    model, tokenizer = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rounded = quantise_q4_0(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the input is bit-identical
+
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % 32 == 0]
+    assert linears, "the tiny model needs a Linear with a multiple of 32 inputs for this test"
+    name, original = linears[0]
+    got = dict(rounded.named_modules())[name].weight.detach()
+    block = original.weight.detach()[0, :32].double()
+    m = block[block.abs().argmax()]
+    d = torch.tensor(float(m / -8), dtype=torch.float16).double()
+    q = torch.clamp(torch.trunc(block / d + 8.5), 0, 15)  # llama.cpp rounds by adding 8.5 and truncating
+    expected = (q - 8) * d
+    assert torch.allclose(got[0, :32].double(), expected, atol=1e-6)
+    assert len(torch.unique(got[0, :32])) <= 16  # 4 bits a weight
+
+    ids = torch.tensor([tokenizer("Where does Zyra live? Zyra lives in Quellmoor.")["input_ids"]])
+    gap = (_log_probs(model, ids) - _log_probs(rounded, ids)).abs().max().item()
+    assert 0 < gap < 5.0
+    assert torch.equal(quantise(model, "q4_0").state_dict()[name + ".weight"], got)  # the dispatcher

@@ -7,6 +7,8 @@ unlearned model can land back on the rounded original and answer what it "forgot
 
 - :func:`quantise_int8`: CPU dynamic int8 quantisation of every ``nn.Linear`` (per output row);
 - :func:`quantise_4bit`: 4-bit NF4 loading through bitsandbytes (CUDA only);
+- :func:`quantise_q4_0`: the weights a GGUF Q4_0 file would hold (llama.cpp's 4-bit blocks of
+  32, through the ``gguf`` package's own quantiser), put back into a transformers model;
 - :func:`rounding_share`: the share of the unlearning updates smaller than half an int8 step of
   their row, i.e. those int8 rounding can erase.
 
@@ -26,8 +28,11 @@ import torch
 
 from obliviate.errors import UserError
 
-Scheme = Literal["int8", "nf4"]
-SCHEMES: tuple[str, ...] = ("int8", "nf4")
+Scheme = Literal["int8", "nf4", "q4_0"]
+SCHEMES: tuple[str, ...] = ("int8", "nf4", "q4_0")
+
+#: GGUF's Q4_0 quantises rows in blocks of this many weights.
+Q4_0_BLOCK = 32
 
 #: Symmetric int8 keeps the levels -127..127, so a row's step is max|w| / 127.
 INT8_LEVELS = 127
@@ -88,13 +93,41 @@ def quantise_4bit(model_or_spec: Union[str, Path, torch.nn.Module], *, trust_rem
     return _load_nf4(str(resolved.location), trust_remote_code, local=resolved.kind != "hub")
 
 
+def quantise_q4_0(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose ``nn.Linear`` weights are rounded as GGUF Q4_0 rounds them.
+
+    Each weight row is cut into blocks of 32; a block keeps one fp16 scale and 4-bit levels
+    (``gguf.quants``, the same numerics as llama.cpp's converter). The rounded weights are put
+    back as floats, so the model runs in transformers and is scored like any other: what a user
+    who downloads a Q4_0 GGUF of the unlearned model would get, without llama.cpp. Deviations: a
+    llama.cpp ``Q4_0`` file often keeps the output layer at a higher precision, and here every
+    Linear whose input size is a multiple of 32 is rounded (the output layer too; embeddings are
+    not Linear and stay as they are). A LoRA adapter is merged first; the input model is not
+    changed.
+    """
+    import numpy as np
+    from gguf import GGMLQuantizationType, quants
+
+    duplicate = merged_copy(model).eval()
+    with torch.no_grad():
+        for module in duplicate.modules():
+            if not isinstance(module, torch.nn.Linear) or module.in_features % Q4_0_BLOCK:
+                continue
+            weight = module.weight.detach().to("cpu", torch.float32).numpy()
+            packed = quants.quantize(np.ascontiguousarray(weight), GGMLQuantizationType.Q4_0)
+            rounded = quants.dequantize(packed, GGMLQuantizationType.Q4_0).reshape(weight.shape)
+            module.weight.copy_(torch.from_numpy(rounded).to(module.weight.dtype))
+    return duplicate
+
+
 def quantise(model: Any, scheme: str = "int8") -> torch.nn.Module:
-    """Quantise ``model`` with ``scheme``: ``int8`` (a model object, CPU) or ``nf4`` (a model
-    object or spec, CUDA + bitsandbytes). The input is never modified."""
-    if scheme == "int8":
+    """Quantise ``model`` with ``scheme``: ``int8`` (a model object, CPU), ``q4_0`` (a model
+    object; GGUF Q4_0 rounding) or ``nf4`` (a model object or spec, CUDA + bitsandbytes). The
+    input is never modified."""
+    if scheme in ("int8", "q4_0"):
         if not isinstance(model, torch.nn.Module):
-            raise UserError(f"quantisation scheme int8: needs a loaded model object, not {type(model).__name__}")
-        return quantise_int8(model)
+            raise UserError(f"quantisation scheme {scheme}: needs a loaded model object, not {type(model).__name__}")
+        return quantise_int8(model) if scheme == "int8" else quantise_q4_0(model)
     if scheme == "nf4":
         return quantise_4bit(model)
     raise UserError(f"quantisation scheme {scheme!r}: unknown; valid schemes: {', '.join(SCHEMES)}")

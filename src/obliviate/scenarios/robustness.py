@@ -63,10 +63,12 @@ FAMILY_TEMPLATES = {
 }
 #: attacks that are not one template: their family as the result records it.
 SPECIAL_ATTACKS = {
-    "plain": "none", "few_shot": "few_shot_relearn", "in_the_wild": "in_the_wild", "int8": "quantisation",
+    "plain": "none", "few_shot": "few_shot_relearn", "in_the_wild": "in_the_wild", "int8": "quantisation", "gguf_q4": "quantisation",
     "relearn": "relearning", "hard_scope": "hard_scope",
 }
-DEFAULT_ATTACKS = ("plain", *FAMILY_TEMPLATES, "few_shot", "in_the_wild", "int8", "relearn", "hard_scope")
+DEFAULT_ATTACKS = ("plain", *FAMILY_TEMPLATES, "few_shot", "in_the_wild", "int8", "gguf_q4", "relearn", "hard_scope")
+#: quantisation attack -> the obliviate.models.quantise scheme it applies
+QUANTISATION_SCHEMES = {"int8": "int8", "gguf_q4": "q4_0"}
 
 Embed = Callable[[list[str]], Any]
 
@@ -462,8 +464,8 @@ def run_robustness(
         elif name == "in_the_wild":
             wild, why = _inthewild_items(attacked, settings.seed)
             attacks[name] = _entry("in_the_wild", measure(name, wild), plain) if wild else _skipped("in_the_wild", why)
-        elif name == "int8":
-            attacks[name] = _int8(models, scorer, plain_items, plain, items, reuse)
+        elif name in QUANTISATION_SCHEMES:
+            attacks[name] = _quantised(name, models, scorer, plain_items, plain, items, reuse)
     original_curve = reuse.relearn_curve if reuse.rows("plain", plain_items) is not None else None
     if original_curve and "relearn" in settings.attacks:
         reuse.reused.append("relearn")
@@ -509,21 +511,24 @@ def _figure_name(mode: str, on_topic: bool) -> str:
     return "harmful compliance rate (refusal judge; no embedder, so no on-topic check)"
 
 
-def _int8(models: _Models, scorer: _Scorer, plain_items: list[dict[str, Any]], plain: dict[str, Any],
-          items: dict[str, dict[str, list[dict[str, Any]]]], reuse: _Reuse) -> dict[str, Any]:
-    from obliviate.models.quantise import quantise_int8, rounding_share
+def _quantised(attack: str, models: _Models, scorer: _Scorer, plain_items: list[dict[str, Any]], plain: dict[str, Any],
+               items: dict[str, dict[str, list[dict[str, Any]]]], reuse: _Reuse) -> dict[str, Any]:
+    from obliviate.models.quantise import quantise, rounding_share
 
     figures = {}
     plain_models = {name: models.plain(name) for name in models.names}
     for name, model in plain_models.items():
-        reused = reuse.rows("int8", plain_items) if name == "original" else None
+        reused = reuse.rows(attack, plain_items) if name == "original" else None
         if reused is not None:
-            figures[name], items.setdefault("int8", {})[name] = reuse.figure(reused), reused
+            figures[name], items.setdefault(attack, {})[name] = reuse.figure(reused), reused
             continue
-        quantised = quantise_int8(model)
-        figures[name], items.setdefault("int8", {})[name] = scorer.score(quantised, plain_items)
+        quantised = quantise(model, QUANTISATION_SCHEMES[attack])
+        figures[name], items.setdefault(attack, {})[name] = scorer.score(quantised, plain_items)
         del quantised
     entry = _entry("quantisation", figures, plain)
+    entry["scheme"] = QUANTISATION_SCHEMES[attack]
+    if attack != "int8":
+        return entry  # the rounding share is measured against int8's grid
     try:
         share = rounding_share(plain_models["original"], plain_models["unlearned"])
         entry["rounding_share"] = {"share": share.share, "updated": share.updated, "erasable": share.erasable}
