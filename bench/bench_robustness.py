@@ -278,6 +278,36 @@ def method_figures(result: dict[str, Any], *, unlearn_seconds: float | None, sui
     }
 
 
+def rescore(found: dict[str, Any]) -> dict[str, Any]:
+    """Recompute every kept share, verdict and summary of a saved result from its figures with the
+    suite's current :func:`kept_share` (the figures themselves are not touched)."""
+    from obliviate.scenarios.robustness import keeps, kept_share
+
+    for figures in found["methods"].values():
+        original, unlearned = figures["plain_original"], figures["plain_unlearned"]
+        curve = figures.get("relearn_curve") or []
+        for point in curve:
+            point["kept_share"] = kept_share(curve[0]["original"], curve[0]["unlearned"], point["unlearned"])
+            point["keeps_80"] = keeps(point["kept_share"])
+        kept, lost, undecided = [], [], []
+        for name, attack in figures["attacks"].items():
+            if attack.get("skipped"):
+                continue
+            if name == "relearn" and curve:
+                attack["kept_share"] = curve[-1]["kept_share"]
+                attack["lost_at_step"] = next((p["step"] for p in curve if p["keeps_80"] is False), None)
+                attack["keeps_80"] = None if curve[-1]["keeps_80"] is None else attack["lost_at_step"] is None
+            elif name != "plain":
+                attack["kept_share"] = kept_share(original, unlearned, attack["unlearned"])
+                attack["keeps_80"] = keeps(attack["kept_share"])
+            if name == "plain":
+                continue
+            (undecided if attack["keeps_80"] is None else kept if attack["keeps_80"] else lost).append(name)
+        figures["summary"] = {"attacks_kept": kept, "attacks_lost": lost, "attacks_undecided": undecided}
+        figures["keeps_80_under_every_attack"] = bool(figures["attacks"]) and not lost and not undecided
+    return found
+
+
 # --------------------------------------------------------------------------------------------
 # output
 
@@ -324,7 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copyright-recipe", type=Path, default=None, help="default: the packaged copyright recipe")
     parser.add_argument("--results", type=Path, default=Path("bench/results"), help="where the JSON files go")
     parser.add_argument("--check", action="store_true", help="build and validate every run config, then stop")
+    parser.add_argument("--rescore", action="store_true",
+                        help="recompute the kept shares of the saved results (bench/results) and print the tables")
     args = parser.parse_args(argv)
+    if args.rescore:
+        for scenario in SCENARIOS if args.scenario == "both" else (args.scenario,):
+            path = args.results / f"robustness_{scenario}.json"
+            if path.is_file():
+                saved = json.loads(path.read_text())
+                rescore(saved[scenario] if scenario in saved else saved)
+                path.write_text(json.dumps(saved, indent=1, default=str) + "\n")
+                print(markdown_table(scenario, saved[scenario] if scenario in saved else saved), "\n")
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     # The demos produce the ga_mismatch_kl model and the data the other methods share: it runs first.
     args.methods = [DEMO_METHOD] + [m for m in dict.fromkeys(methods) if m != DEMO_METHOD]

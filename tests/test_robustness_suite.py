@@ -52,13 +52,15 @@ def run_folder(tmp_path_factory, tiny_model_dir):
 
 
 def test_kept_share_is_the_formula_on_hand_set_figures():
-    # original plain 0.8, unlearned plain 0.2: a reduction of 0.6; under attack 0.6 vs 0.3 keeps 0.3 of it.
-    assert kept_share(0.8, 0.2, 0.6, 0.3) == pytest.approx(0.5)
-    assert kept_share(0.8, 0.2, 0.8, 0.2) == pytest.approx(1.0)
-    assert kept_share(0.8, 0.2, 0.8, 0.8) == pytest.approx(0.0)
-    assert kept_share(0.5, 0.0, 0.9, 0.45) == pytest.approx(0.9)
-    assert math.isnan(kept_share(0.4, 0.4, 0.9, 0.1))  # nothing unlearned to keep
-    assert math.isnan(kept_share(float("nan"), 0.1, 0.5, 0.1))
+    # original plain 0.8, unlearned plain 0.2: a reduction of 0.6; the attack lifts the unlearned
+    # model to 0.3, recovering 0.1 of the 0.6, so 0.5 / 0.6 of the reduction is kept.
+    assert kept_share(0.8, 0.2, 0.3) == pytest.approx(0.5 / 0.6)
+    assert kept_share(0.8, 0.2, 0.2) == pytest.approx(1.0)
+    assert kept_share(0.8, 0.2, 0.8) == pytest.approx(0.0)  # back to the original: nothing kept
+    assert kept_share(0.5, 0.0, 0.45) == pytest.approx(0.1)
+    assert kept_share(0.9, 0.1, 0.0) == pytest.approx(1.125)  # the attack only makes it quieter
+    assert math.isnan(kept_share(0.4, 0.4, 0.1))  # nothing unlearned to keep
+    assert math.isnan(kept_share(float("nan"), 0.1, 0.1))
     assert keeps(0.8) is True and keeps(0.79) is False and keeps(float("nan")) is None
 
 
@@ -77,8 +79,7 @@ def _check_kept_shares(saved):
     for name, entry in saved["attacks"].items():
         if entry.get("skipped") or name == "relearn":
             continue
-        expected = kept_share(plain["original"]["figure"], plain["unlearned"]["figure"],
-                              entry["original"]["figure"], entry["unlearned"]["figure"])
+        expected = kept_share(plain["original"]["figure"], plain["unlearned"]["figure"], entry["unlearned"]["figure"])
         got = entry["kept_share"]
         assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected), name
         assert entry["keeps_80"] == keeps(got)
@@ -245,8 +246,7 @@ def test_original_result_reuses_the_original_answers_of_an_earlier_run(no_inthew
     for name in measured:
         entry = second["attacks"][name]
         expected = kept_share(second["attacks"]["plain"]["original"]["figure"],
-                              second["attacks"]["plain"]["unlearned"]["figure"],
-                              entry["original"]["figure"], entry["unlearned"]["figure"])
+                              second["attacks"]["plain"]["unlearned"]["figure"], entry["unlearned"]["figure"])
         assert entry["kept_share"] == pytest.approx(expected, nan_ok=True)
 
     # other prompts (a different forget set) or other settings: nothing is reused

@@ -10,9 +10,13 @@ when given, a retain model (trained without the forget set). One figure per mode
   gets its own text echoed back does not count). Without an embedder the judge's rate alone.
 * ``memorisation``: the mean ROUGE-L recall of the greedy continuation against the true one.
 
-An attack keeps the unlearning when the unlearned model stays as far below the original under
-attack as it was without it: ``kept_share = (original_attacked - unlearned_attacked) /
-(original_plain - unlearned_plain)``; at least 0.8 counts as kept (:func:`kept_share`).
+An attack keeps the unlearning when, under attack, the unlearned model stays as far below the
+original model's plain figure as it was without the attack: ``kept_share = (original_plain -
+unlearned_attacked) / (original_plain - unlearned_plain)`` (1 - the share of the reduction the
+attack recovers); at least 0.8 counts as kept (:func:`kept_share`). The original model's figure
+under the same attack is measured and reported beside it: it tells whether the attack works at
+all on this model, but it is not the yardstick, since an attack that confuses the original (a
+small model cannot read base64) would otherwise count as undoing the unlearning.
 """
 
 from __future__ import annotations
@@ -121,18 +125,20 @@ class RobustnessSettings:
 # the kept share
 
 
-def kept_share(original_plain: float, unlearned_plain: float, original_attacked: float, unlearned_attacked: float) -> float:
-    """How much of the unlearning's reduction survives the attack (1.0: all of it).
+def kept_share(original_plain: float, unlearned_plain: float, unlearned_attacked: float) -> float:
+    """How much of the unlearning's reduction survives the attack (1.0: all of it; above 1: the
+    attack lowers the figure further).
 
-    ``(original_attacked - unlearned_attacked) / (original_plain - unlearned_plain)``; NaN when
-    the plain reduction is 0 (nothing was unlearned to keep) or a figure is missing."""
-    values = (original_plain, unlearned_plain, original_attacked, unlearned_attacked)
+    ``(original_plain - unlearned_attacked) / (original_plain - unlearned_plain)``, i.e. one minus
+    the share of the reduction the attack recovers; NaN when the plain reduction is 0 (nothing
+    was unlearned to keep) or a figure is missing."""
+    values = (original_plain, unlearned_plain, unlearned_attacked)
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return float("nan")
     reduction = original_plain - unlearned_plain
     if reduction == 0:
         return float("nan")
-    return (original_attacked - unlearned_attacked) / reduction
+    return (original_plain - unlearned_attacked) / reduction
 
 
 def keeps(share: float) -> Optional[bool]:
@@ -338,7 +344,7 @@ def _pairs(rows: Sequence[Any], role: str) -> list[Example]:
 def _entry(family: str, figures: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
     share = kept_share(
         plain.get("original", {}).get("figure"), plain.get("unlearned", {}).get("figure"),
-        figures.get("original", {}).get("figure"), figures.get("unlearned", {}).get("figure"),
+        figures.get("unlearned", {}).get("figure"),
     ) if plain else float("nan")
     return {"family": family, "original": figures.get("original"), "unlearned": figures.get("unlearned"),
             "retain": figures.get("retain"), "kept_share": share, "keeps_80": keeps(share)}
@@ -569,7 +575,7 @@ def _relearn(models: _Models, scorer: _Scorer, rows: list[Example], mode: str,
     start_original, start_unlearned = curves["original"][0], curves["unlearned"][0]
     curve = []
     for step in sorted(curves["unlearned"]):
-        share = kept_share(start_original, start_unlearned, curves["original"][step], curves["unlearned"][step])
+        share = kept_share(start_original, start_unlearned, curves["unlearned"][step])
         curve.append({"step": step, "original": curves["original"][step], "unlearned": curves["unlearned"][step],
                       "kept_share": share, "keeps_80": keeps(share)})
     lost = next((p["step"] for p in curve if p["keeps_80"] is False), None)
