@@ -308,6 +308,44 @@ def rescore(found: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def merge_attacks(scenario: str, args: argparse.Namespace, settings: Any, embed: Any) -> dict[str, Any]:
+    """The suite, with ``settings.attacks``, on the models an earlier run left under ``--out``; its
+    attacks are added to that run's saved results (plain must come out the same: same models,
+    same prompts, greedy answers), which are then rescored and written back."""
+    from obliviate.models.loading import load_trained
+
+    path = args.results / f"robustness_{scenario}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no earlier results to add attacks to; run the benchmark first")
+    saved = json.loads(path.read_text())
+    settings.attacks = list(dict.fromkeys(["plain", *settings.attacks]))
+    demo_dir = args.out / scenario / DEMO_METHOD
+    folders = {m: (demo_dir / "unlearn" if m == DEMO_METHOD else args.out / scenario / m) for m in saved["methods"]}
+    args.methods = list(saved["methods"])
+    if scenario == "harmful":
+        from obliviate.judges import get_judge
+        from obliviate.scenarios.harmful import load_recipe
+
+        recipe = load_recipe(args.harmful_recipe)
+        judge = get_judge(recipe.judge) if ":" not in recipe.judge else _judge_from_spec(recipe.judge)
+        found = suite_per_method("harmful", args, folders, {}, settings, embed, judge=judge,
+                                 forget=demo_dir / "data" / "forget.jsonl", retain=demo_dir / "data" / "retain.jsonl",
+                                 load=load_trained, original=recipe.model, extra={})
+    else:
+        found = suite_per_method("memorisation", args, folders, {}, settings, embed, judge=None,
+                                 forget=demo_dir / "data" / "forget.jsonl", retain=demo_dir / "data" / "retain.jsonl",
+                                 load=load_trained, original=str(demo_dir / "finetune" / "model"), extra={})
+    for method, figures in found["methods"].items():
+        before = saved["methods"][method]
+        if (figures["plain_original"], figures["plain_unlearned"]) != (before["plain_original"], before["plain_unlearned"]):
+            raise SystemExit(f"{method}: the plain figures differ from the saved run's; the models or prompts changed")
+        before["attacks"].update({k: v for k, v in figures["attacks"].items() if k != "plain"})
+    saved.setdefault("added_attacks", []).extend(a for a in settings.attacks if a != "plain")
+    rescore(saved)
+    path.write_text(json.dumps(saved, indent=1, default=str) + "\n")
+    return saved
+
+
 # --------------------------------------------------------------------------------------------
 # output
 
@@ -354,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copyright-recipe", type=Path, default=None, help="default: the packaged copyright recipe")
     parser.add_argument("--results", type=Path, default=Path("bench/results"), help="where the JSON files go")
     parser.add_argument("--check", action="store_true", help="build and validate every run config, then stop")
+    parser.add_argument("--suite-only", action="store_true",
+                        help="reuse the unlearned models of an earlier run under --out: run the suite with --attacks "
+                             "(plain is always added) and merge those attacks into the saved results")
     parser.add_argument("--rescore", action="store_true",
                         help="recompute the kept shares of the saved results (bench/results) and print the tables")
     args = parser.parse_args(argv)
@@ -394,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     peak = measure_matmul_gflops()
     embedder = load_embedder(required=False)
     embed = (lambda texts: embedder.embed(list(texts))) if embedder is not None else None
+    if args.suite_only:
+        for scenario in scenarios:
+            print(markdown_table(scenario, merge_attacks(scenario, args, settings, embed)), "\n")
+        return 0
     started = time.perf_counter()
     tables = []
     for scenario in scenarios:
