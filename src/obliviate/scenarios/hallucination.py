@@ -100,7 +100,7 @@ def judge_spec(recipe: HallucinationRecipe) -> str:
     return f"reference,margin={recipe.judge_margin},min_similarity={recipe.judge_min_similarity}"
 
 
-def unlearn_config(recipe: HallucinationRecipe, data_dir: Path, *, early_stopping: bool) -> RunConfig:
+def unlearn_config(recipe: HallucinationRecipe, data_dir: Path, *, early_stopping: bool = True) -> RunConfig:
     """The unlearning stage's run config (validated; loads no model)."""
     options = dict(recipe.method_options.get(recipe.method) or {})
     if recipe.method == "distance_cluster":
